@@ -1,0 +1,31 @@
+# instag-workflow: the InsTag study (Lu et al., ICLR 2024, arXiv 2308.07074) as one Snakemake DAG.
+#
+# Path convention: every output lives under results/, one folder per stage, one wildcard per level:
+#   results/data/{dataset}.jsonl             ingested records (+ .rejected.jsonl, .stats.json)
+#   results/tables/*.tsv, results/figures/*  paper tables and figures, drawn from cached intermediates
+#   results/logs/<stage>/<action>/...log     one log per job; results/benchmarks/... per-job timings
+# Run one stage or ablation by naming its target rule (e.g. `snakemake stage_data`) or an output file.
+
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS)),
+    shard=r"\d+",
+
+
+include: "rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

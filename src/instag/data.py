@@ -1,0 +1,533 @@
+"""Ingestion: read each configured SFT dataset into one uniform JSONL record format.
+
+Record (one per line of ``results/data/<dataset>.jsonl``)::
+
+    {"id": "<dataset>-<16 hex>", "dataset": str, "source_line": int, "source_id": str | null,
+     "turns": [{"role": "user" | "assistant" | "system", "content": str}, ...]}
+
+``id`` is a hash of the dataset name and the turns, so it is stable across runs and machines.
+``source_line`` is the 1-based line where the record starts in the source file (JSON arrays included).
+
+Which text is "the query": every user turn. The paper tags each query of a chat session on its own
+(paper.md §1.3, ambiguity A2); :func:`queries` returns them in order.
+
+Adding a format is one function decorated with ``@reader("name")`` that yields, per source row,
+``(line, turns_or_rejection)``; validation, de-duplication, sampling and statistics are shared.
+Rows that cannot be used go to ``<dataset>.rejected.jsonl`` with line, reason and the raw text's start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .io import JsonlBadLine, atomic_write, dumps, iter_jsonl, open_text, read_json, write_json, write_tsv
+
+log = logging.getLogger(__name__)
+
+#: Source role names and the role they mean. Anything else is rejected as ``unknown_role``.
+ROLE_MAP = {
+    "human": "user",
+    "user": "user",
+    "prompter": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
+
+RAW_KEEP_CHARS = 2000  # how much of a rejected row's text is kept in the quarantine file
+
+
+@dataclass
+class Reject:
+    """A row set aside, with why."""
+
+    reason: str
+    detail: str = ""
+    raw: str = ""
+
+
+Turns = list[dict[str, str]]
+Row = tuple[int, "Turns | Reject", "str | None"]  # (line, turns or rejection, source id)
+READERS: dict[str, Callable[[Path, dict], Iterator[Row]]] = {}
+
+
+def reader(name: str):
+    """Register a reader for a source format under ``name`` (the value of ``format:`` in the config)."""
+
+    def deco(fn):
+        READERS[name] = fn
+        return fn
+
+    return deco
+
+
+def queries(record: dict) -> list[str]:
+    """The texts of a record that get tagged: its user turns, in order."""
+    return [t["content"] for t in record["turns"] if t["role"] == "user"]
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+
+def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line, element)`` from a JSON array or a JSONL file, plain or gzipped.
+
+    A JSON array is decoded one element at a time, so a file cut off mid-way (as ``sharegpt.json.gz``
+    is) yields every complete element and then one :class:`JsonlBadLine` for the broken tail.
+    """
+    with open_text(path) as fh:
+        try:
+            head = fh.read(4096)
+        except UnicodeDecodeError as exc:
+            raise InputError(path, f"not UTF-8 ({exc.reason})", 1) from None
+    if not head.lstrip().startswith("["):
+        yield from iter_jsonl(path, strict=False)
+        return
+    try:
+        with open_text(path) as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 ({exc.reason} at offset {exc.start})") from None
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    line = 1 + text.count("\n", 0, pos)
+    n = len(text)
+    while True:
+        start = pos
+        while pos < n and text[pos] in " \t\r\n,":
+            pos += 1
+        line += text.count("\n", start, pos)
+        if pos >= n:
+            yield line, JsonlBadLine("truncated_json", "the JSON array has no closing ']'", "")
+            return
+        if text[pos] == "]":
+            return
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            rest = n - pos
+            # An array that never closes was cut off (a partial download); otherwise the JSON is broken.
+            yield line, JsonlBadLine(
+                "invalid_json" if text.rstrip().endswith("]") else "truncated_json",
+                f"{exc.msg}; the remaining {rest} characters from here could not be decoded",
+                text[pos : pos + RAW_KEEP_CHARS],
+            )
+            return
+        yield line, obj
+        line += text.count("\n", pos, end)
+        pos = end
+
+
+def _field(row: Any, key: str) -> Any:
+    if not isinstance(row, dict):
+        raise _RowError("not_an_object", f"expected a JSON object, got {type(row).__name__}")
+    if key not in row:
+        raise _RowError("missing_field", f"no field '{key}' (fields: {', '.join(map(str, row))})")
+    return row[key]
+
+
+def _text(row: Any, key: str, *, optional: bool = False) -> str:
+    if optional and isinstance(row, dict) and row.get(key) is None:
+        return ""
+    value = _field(row, key)
+    if not isinstance(value, str):
+        raise _RowError("bad_field", f"field '{key}' is {type(value).__name__}, not a string")
+    return value
+
+
+class _RowError(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _rows(path: Path, convert: Callable[[Any], tuple[Turns, str | None]]) -> Iterator[Row]:
+    for line, obj in iter_json_records(path):
+        if isinstance(obj, JsonlBadLine):
+            yield line, Reject(obj.reason, obj.detail, obj.raw), None
+            continue
+        try:
+            turns, source_id = convert(obj)
+        except _RowError as exc:
+            yield line, Reject(exc.reason, exc.detail, _raw(obj)), None
+            continue
+        yield line, turns, source_id
+
+
+def _raw(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)[:RAW_KEEP_CHARS]
+
+
+# --------------------------------------------------------------------------------------------- readers
+
+
+@reader("sharegpt")
+def read_sharegpt(path: Path, opts: dict) -> Iterator[Row]:
+    """ShareGPT/Vicuna conversations: ``{id, conversations: [{from, value}]}`` (or ``{role, content}``)."""
+    conv_key = opts.get("conversations", "conversations")
+
+    def convert(row):
+        conv = _field(row, conv_key)
+        if not isinstance(conv, list):
+            raise _RowError("bad_field", f"'{conv_key}' is {type(conv).__name__}, not a list")
+        turns = []
+        for i, turn in enumerate(conv):
+            if not isinstance(turn, dict):
+                raise _RowError("bad_field", f"turn {i} is {type(turn).__name__}, not an object")
+            role = turn.get("from", turn.get("role"))
+            content = turn.get("value", turn.get("content"))
+            if role is None or content is None:
+                raise _RowError("missing_field", f"turn {i} lacks 'from'/'value' (keys: {', '.join(turn)})")
+            if not isinstance(content, str) or not isinstance(role, str):
+                raise _RowError("bad_field", f"turn {i}: role and text must be strings")
+            turns.append({"role": role, "content": content})
+        source_id = row.get("id")
+        return turns, None if source_id is None else str(source_id)
+
+    yield from _rows(path, convert)
+
+
+@reader("alpaca")
+def read_alpaca(path: Path, opts: dict) -> Iterator[Row]:
+    """Alpaca: ``{instruction, input, output}``, optional ``history: [[user, assistant], ...]`` (LIMA, OASST-zh).
+
+    The query is the instruction, followed by a blank line and the input when there is one.
+    """
+
+    def convert(row):
+        instruction = _text(row, "instruction")
+        extra = _text(row, "input", optional=True)
+        output = _text(row, "output")
+        turns = []
+        history = row.get("history") or []
+        if not isinstance(history, list):
+            raise _RowError("bad_field", "'history' is not a list")
+        for i, pair in enumerate(history):
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise _RowError("bad_field", f"history item {i} is not a [user, assistant] pair of strings")
+            turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+        query = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+        turns += [{"role": "user", "content": query}, {"role": "assistant", "content": output}]
+        return turns, None
+
+    yield from _rows(path, convert)
+
+
+@reader("dolly")
+def read_dolly(path: Path, opts: dict) -> Iterator[Row]:
+    """databricks-dolly-15k: ``{instruction, context, response, category}``; context follows the instruction."""
+
+    def convert(row):
+        instruction = _text(row, "instruction")
+        context = _text(row, "context", optional=True)
+        query = f"{instruction}\n\n{context}" if context.strip() else instruction
+        return [{"role": "user", "content": query}, {"role": "assistant", "content": _text(row, "response")}], None
+
+    yield from _rows(path, convert)
+
+
+@reader("qa")
+def read_qa(path: Path, opts: dict) -> Iterator[Row]:
+    """Question/answer rows (GSM8K ``question/answer``; MATH with ``fields: {query: problem, response: solution}``)."""
+    fields = opts.get("fields") or {}
+    qkey, rkey, idkey = fields.get("query", "question"), fields.get("response", "answer"), fields.get("id")
+
+    def convert(row):
+        turns = [{"role": "user", "content": _text(row, qkey)}, {"role": "assistant", "content": _text(row, rkey)}]
+        return turns, (str(row[idkey]) if idkey and isinstance(row, dict) and idkey in row else None)
+
+    yield from _rows(path, convert)
+
+
+@reader("query")
+def read_query(path: Path, opts: dict) -> Iterator[Row]:
+    """Query-only rows (WizardLM test set ``Instruction``, UltraChat eval ``data``): ``fields: {query: KEY}``."""
+    fields = opts.get("fields") or {}
+    qkey, idkey = fields.get("query", "instruction"), fields.get("id")
+
+    def convert(row):
+        source_id = str(row[idkey]) if idkey and isinstance(row, dict) and idkey in row else None
+        return [{"role": "user", "content": _text(row, qkey)}], source_id
+
+    yield from _rows(path, convert)
+
+
+@reader("flan_tsv")
+def read_flan_tsv(path: Path, opts: dict) -> Iterator[Row]:
+    """FLAN v2 CoT TSV: ``question<TAB>answer<TAB>rationale``, no header, no quoting, literal ``\\n`` in text.
+
+    The response is the rationale followed by "So the answer is <answer>.", the shape of FLAN's CoT targets.
+    """
+    with open(path, "rb") as fh:
+        for line, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                yield line, Reject("encoding", str(exc), raw[:RAW_KEEP_CHARS].decode("utf-8", "replace")), None
+                continue
+            parts = text.split("\t")
+            if len(parts) != 3:
+                yield line, Reject("bad_columns", f"{len(parts)} tab-separated fields, expected 3", text[:RAW_KEEP_CHARS]), None
+                continue
+            question, answer, rationale = (p.replace("\\n", "\n") for p in parts)
+            response = f"{rationale.strip()} So the answer is {answer.strip()}." if rationale.strip() else answer
+            yield line, [{"role": "user", "content": question}, {"role": "assistant", "content": response}], None
+
+
+@reader("oasst_tree")
+def read_oasst_tree(path: Path, opts: dict) -> Iterator[Row]:
+    """OpenAssistant export trees (``{message_tree_id, prompt: {text, role, replies, ...}}``), one per line.
+
+    Each tree becomes one conversation: from the root prompt, follow the best-ranked reply that is not
+    deleted (lowest ``rank``; the first when unranked) down to a leaf. A tree whose root was deleted is
+    rejected; a lone prompt becomes a query-only record.
+    """
+
+    def convert(row):
+        node = _field(row, "prompt")
+        if not isinstance(node, dict):
+            raise _RowError("bad_field", "'prompt' is not an object")
+        if node.get("deleted"):
+            raise _RowError("deleted", "the root message is marked deleted")
+        turns = []
+        while node is not None:
+            turns.append({"role": _text(node, "role"), "content": _text(node, "text")})
+            replies = [r for r in node.get("replies") or [] if isinstance(r, dict) and not r.get("deleted")]
+            ranked = sorted(
+                enumerate(replies), key=lambda ir: (ir[1].get("rank") is None, ir[1].get("rank") or 0, ir[0])
+            )
+            node = ranked[0][1] if ranked else None
+        return turns, str(row.get("message_tree_id")) if isinstance(row, dict) else None
+
+    yield from _rows(path, convert)
+
+
+# --------------------------------------------------------------------------------------------- ingest
+
+
+def record_id(dataset: str, turns: Turns) -> str:
+    digest = hashlib.sha256(f"{dataset}\n{json.dumps(turns, ensure_ascii=False, sort_keys=True)}".encode())
+    return f"{dataset}-{digest.hexdigest()[:16]}"
+
+
+def validate_turns(turns: Turns, max_query_chars: int) -> tuple[Turns, Reject | None]:
+    """Map roles to user/assistant/system and check the conversation; return it or why it was set aside."""
+    if not turns:
+        return turns, Reject("empty_conversation", "no turns")
+    out = []
+    for i, turn in enumerate(turns):
+        role = ROLE_MAP.get(str(turn["role"]).strip().lower())
+        if role is None:
+            return turns, Reject("unknown_role", f"turn {i} has role '{turn['role']}'")
+        if not turn["content"].strip():
+            return turns, Reject("empty_turn", f"turn {i} ({role}) is empty or whitespace")
+        if role == "user" and len(turn["content"]) > max_query_chars:
+            return turns, Reject(
+                "query_too_long", f"turn {i} has {len(turn['content'])} characters (limit {max_query_chars})"
+            )
+        out.append({"role": role, "content": turn["content"]})
+    if not any(t["role"] == "user" for t in out):
+        return out, Reject("no_query", "no user turn")
+    return out, None
+
+
+def ingest(
+    dataset: str,
+    path: str | Path,
+    fmt: str,
+    out: str | Path,
+    rejected: str | Path,
+    stats: str | Path | None = None,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    fields: dict | None = None,
+    max_query_chars: int = 32768,
+    max_reject_fraction: float = 0.5,
+) -> dict:
+    """Read one dataset, write kept records to ``out`` and set-aside rows to ``rejected``; return statistics.
+
+    ``limit`` keeps a seeded, content-keyed random subset of the valid records (the same records for the
+    same seed whatever the file order), written in source order. Raises :class:`InputError` when the file
+    has no records or when more than ``max_reject_fraction`` of its rows are rejected.
+    """
+    path = Path(path)
+    if fmt not in READERS:
+        raise InputError(path, f"unknown format '{fmt}' (known: {', '.join(sorted(READERS))})")
+    if not path.exists():
+        raise InputError(path, "no such file")
+    seen: dict[str, int] = {}
+    reasons: Counter[str] = Counter()
+    rows_read = 0
+    heap: list[tuple[str, int, dict]] = []  # max-heap by negated key, of the ``limit`` smallest keys
+    kept_all: list[dict] = []
+    with atomic_write(rejected) as rej:
+        for line, turns, source_id in READERS[fmt](path, {"fields": fields or {}}):
+            rows_read += 1
+            reject = turns if isinstance(turns, Reject) else None
+            if reject is None:
+                turns, reject = validate_turns(turns, max_query_chars)
+            if reject is None:
+                rid = record_id(dataset, turns)
+                if rid in seen:
+                    reject = Reject("duplicate", f"same content as line {seen[rid]}")
+                else:
+                    seen[rid] = line
+            if reject is not None:
+                reasons[reject.reason] += 1
+                raw = reject.raw or (json.dumps(turns, ensure_ascii=False)[:RAW_KEEP_CHARS] if turns else "")
+                rej.write(dumps({"dataset": dataset, "line": line, "reason": reject.reason,
+                                 "detail": reject.detail, "raw": raw}) + "\n")
+                continue
+            rec = {"id": rid, "dataset": dataset, "source_line": line, "source_id": source_id, "turns": turns}
+            if limit is None:
+                kept_all.append(rec)
+            else:
+                key = hashlib.sha256(f"{seed}:{rid}".encode()).hexdigest()
+                item = (_Neg(key), line, rec)
+                if len(heap) < limit:
+                    heapq.heappush(heap, item)
+                elif key < heap[0][0].key:
+                    heapq.heapreplace(heap, item)
+    n_rejected = sum(reasons.values())
+    if rows_read == 0:
+        raise InputError(path, f"dataset '{dataset}': no records found")
+    if n_rejected / rows_read > max_reject_fraction:
+        top = ", ".join(f"{r}: {c}" for r, c in reasons.most_common(5))
+        raise InputError(
+            path,
+            f"dataset '{dataset}': {n_rejected} of {rows_read} rows rejected "
+            f"(more than {max_reject_fraction:.0%}; {top}); see {rejected}",
+        )
+    kept = len(seen)
+    selected = kept_all if limit is None else [rec for _, _, rec in sorted(heap, key=lambda x: x[1])]
+    with atomic_write(out) as fh:
+        for rec in selected:
+            fh.write(dumps(rec) + "\n")
+    summary = _stats(dataset, fmt, path, rows_read, kept, selected, reasons, limit, seed)
+    log.info("%s: read %d rows, kept %d, selected %d, rejected %d %s",
+             dataset, rows_read, kept, len(selected), n_rejected, dict(reasons))
+    if stats is not None:
+        write_json(stats, summary)
+    return summary
+
+
+class _Neg:
+    """Inverts string order so ``heapq`` (a min-heap) keeps the smallest keys at the bottom."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __lt__(self, other: _Neg) -> bool:
+        return self.key > other.key
+
+
+def _stats(dataset, fmt, path, rows_read, kept, selected, reasons, limit, seed) -> dict:
+    n_turns = [len(r["turns"]) for r in selected]
+    qlens = [len(q) for r in selected for q in queries(r)]
+    n_queries = [len(queries(r)) for r in selected]
+
+    def q(values, p):
+        return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else (values or [0])[0]
+
+    return {
+        "dataset": dataset,
+        "format": fmt,
+        "path": str(path),
+        "rows_read": rows_read,
+        "kept": kept,
+        "limit": limit,
+        "seed": seed,
+        "selected": len(selected),
+        "rejected": sum(reasons.values()),
+        "rejected_by_reason": dict(sorted(reasons.items())),
+        "queries": sum(n_queries),
+        "multi_turn_records": sum(1 for n in n_queries if n > 1),
+        "turns_mean": statistics.fmean(n_turns) if n_turns else 0.0,
+        "turns_max": max(n_turns, default=0),
+        "query_chars_mean": statistics.fmean(qlens) if qlens else 0.0,
+        "query_chars_median": statistics.median(qlens) if qlens else 0,
+        "query_chars_p95": q(qlens, 95),
+        "query_chars_max": max(qlens, default=0),
+    }
+
+
+def summarize(stats_files: list[str | Path], out: str | Path) -> list[dict]:
+    """Gather per-dataset statistics into one TSV, one row per dataset, one column per rejection reason."""
+    stats = [read_json(p) for p in stats_files]
+    reasons = sorted({r for s in stats for r in s["rejected_by_reason"]})
+    rows = []
+    for s in stats:
+        row = {k: v for k, v in s.items() if k != "rejected_by_reason"}
+        row["limit"] = "" if s["limit"] is None else s["limit"]
+        for r in reasons:
+            row[f"rejected_{r}"] = s["rejected_by_reason"].get(r, 0)
+        rows.append(row)
+    write_tsv(out, rows, SUMMARY_COLUMNS + [f"rejected_{r}" for r in reasons])
+    return rows
+
+
+#: Column order of results/tables/datasets.tsv (one ``rejected_<reason>`` column per reason follows).
+SUMMARY_COLUMNS = [
+    "dataset", "format", "rows_read", "kept", "rejected", "limit", "seed", "selected", "queries",
+    "multi_turn_records", "turns_mean", "turns_max", "query_chars_mean", "query_chars_median",
+    "query_chars_p95", "query_chars_max", "path",
+]
+
+
+def read_records(path: str | Path) -> Iterator[dict]:
+    """Iterate the records of an ingested ``results/data/<dataset>.jsonl``."""
+    for _, rec in iter_jsonl(path):
+        yield rec
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("data", help="ingest SFT datasets into one record format",
+                       description="Read SFT datasets in their published formats and write uniform JSONL records.")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    a = acts.add_parser("ingest", help="read one dataset file",
+                        description="Read one dataset file; write kept records, rejected rows and statistics.")
+    a.add_argument("--dataset", required=True, help="dataset name (prefix of every record id)")
+    a.add_argument("--path", required=True, help="source file (plain or gzipped)")
+    a.add_argument("--format", required=True, choices=sorted(READERS), help="source format")
+    a.add_argument("--fields", default="{}", help='JSON map of field names, e.g. \'{"query": "problem"}\'')
+    a.add_argument("--limit", type=int, default=None, help="keep a seeded random subset of this many records")
+    a.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
+    a.add_argument("--max-query-chars", type=int, default=32768, help="reject queries longer than this")
+    a.add_argument("--max-reject-fraction", type=float, default=0.5,
+                   help="fail when more than this share of rows is rejected (default 0.5)")
+    a.add_argument("--out", required=True, help="records JSONL to write")
+    a.add_argument("--rejected", required=True, help="quarantine JSONL to write (line, reason, raw text)")
+    a.add_argument("--stats", help="statistics JSON to write")
+    a.set_defaults(func=lambda args: ingest(
+        args.dataset, args.path, args.format, args.out, args.rejected, args.stats, limit=args.limit,
+        seed=args.seed, fields=json.loads(args.fields), max_query_chars=args.max_query_chars,
+        max_reject_fraction=args.max_reject_fraction))
+
+    s = acts.add_parser("summarize", help="gather statistics into datasets.tsv",
+                        description="Write one TSV row per dataset from the statistics JSON files.")
+    s.add_argument("stats", nargs="+", help="statistics JSON files from 'instag data ingest'")
+    s.add_argument("--out", required=True, help="TSV to write")
+    s.set_defaults(func=lambda args: summarize(args.stats, args.out))

@@ -1,0 +1,147 @@
+"""File helpers shared by every stage: JSONL with line numbers, atomic writes, quarantine records."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import InputError
+
+
+def open_text(path: str | os.PathLike, mode: str = "rt") -> IO[str]:
+    """Open a plain or gzipped text file as UTF-8 (gzip is recognised by its magic bytes, not its name)."""
+    path = Path(path)
+    if "r" in mode:
+        with open(path, "rb") as fh:
+            magic = fh.read(2)
+        if magic == b"\x1f\x8b":
+            return gzip.open(path, "rt", encoding="utf-8", errors="strict")
+        return open(path, encoding="utf-8", errors="strict")
+    if path.suffix == ".gz":
+        return gzip.open(path, mode if "t" in mode else mode + "t", encoding="utf-8")
+    return open(path, mode.replace("t", ""), encoding="utf-8")
+
+
+def iter_jsonl(path: str | os.PathLike, *, strict: bool = True) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line_number, object)`` for each non-blank line (1-based line numbers).
+
+    With ``strict`` a line that is not JSON raises :class:`InputError` naming file and line; without it
+    the line is yielded as ``(line_number, JsonlBadLine)`` so a caller can quarantine it.
+    """
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    with opener(path, "rb") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if strict:
+                    raise InputError(path, f"not UTF-8 ({exc.reason} at byte {exc.start})", lineno) from None
+                yield lineno, JsonlBadLine("encoding", str(exc), line[:2000].decode("utf-8", "replace"))
+                continue
+            try:
+                yield lineno, json.loads(text)
+            except json.JSONDecodeError as exc:
+                if strict:
+                    raise InputError(path, f"invalid JSON ({exc.msg}, column {exc.colno})", lineno) from None
+                yield lineno, JsonlBadLine("invalid_json", exc.msg, text[:2000])
+
+
+class JsonlBadLine:
+    """A line that could not be read, with why (``reason``) and its first characters (``raw``)."""
+
+    __slots__ = ("reason", "detail", "raw")
+
+    def __init__(self, reason: str, detail: str, raw: str):
+        self.reason, self.detail, self.raw = reason, detail, raw
+
+
+def dumps(obj: Any) -> str:
+    """One canonical JSON line: UTF-8 kept as is, no spaces; key order as given (stable outputs)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys: the text that content hashes are taken over."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """Write to ``<path>.tmp`` and rename on success, so a killed job never leaves a file that looks complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    kwargs = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+    with open(tmp, mode, **kwargs) as fh:
+        try:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        except BaseException:
+            fh.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
+    """Write records as JSONL atomically; return how many were written."""
+    n = 0
+    with atomic_write(path) as fh:
+        for rec in records:
+            fh.write(dumps(rec))
+            fh.write("\n")
+            n += 1
+    return n
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, ensure_ascii=False, indent=2, sort_keys=True)
+        fh.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"invalid JSON ({exc.msg})", exc.lineno) from None
+
+
+def write_tsv(path: str | os.PathLike, rows: list[dict], columns: list[str] | None = None) -> None:
+    """Write dict rows as TSV with a header (columns: given order, else first-seen order)."""
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns.extend(k for k in row if k not in columns)
+    buf = io.StringIO()
+    buf.write("\t".join(columns) + "\n")
+    for row in rows:
+        buf.write("\t".join(_cell(row.get(c, "")) for c in columns) + "\n")
+    with atomic_write(path) as fh:
+        fh.write(buf.getvalue())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value).replace("\t", " ").replace("\n", " ")
+
+
+def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8") as fh:
+        header = fh.readline().rstrip("\n").split("\t")
+        return [dict(zip(header, line.rstrip("\n").split("\t"))) for line in fh if line.strip()]
