@@ -23,6 +23,9 @@ wildcard_constraints:
 
 
 include: "rules/data.smk"
+include: "rules/sampling.smk"
+include: "rules/normalize.smk"
+include: "rules/analysis.smk"
 
 
 rule all:

