@@ -225,7 +225,7 @@ def _save(fig, stem: str | Path) -> list[str]:
     for ext in ("png", "pdf"):
         path = stem.with_suffix(f".{ext}")
         tmp = path.with_name(path.stem + ".tmp." + ext)
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata={"CreationDate": None} if ext == "pdf" else None)
         tmp.replace(path)
         out.append(str(path))
     return out

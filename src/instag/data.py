@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .io import JsonlBadLine, atomic_write, dumps, iter_jsonl, open_text, read_json, write_json, write_tsv
+from .io import JsonlBadLine, atomic_write, dumps, iter_jsonl, read_bytes, read_json, write_json, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -87,21 +87,21 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield ``(line, element)`` from a JSON array or a JSONL file, plain or gzipped.
 
     A JSON array is decoded one element at a time, so a file cut off mid-way (as ``sharegpt.json.gz``
-    is) yields every complete element and then one :class:`JsonlBadLine` for the broken tail.
+    is) yields every complete element and then one :class:`JsonlBadLine` for the broken tail. A JSONL
+    file is read line by line, so a bad line (invalid JSON, not UTF-8) is set aside alone.
     """
-    with open_text(path) as fh:
-        try:
-            head = fh.read(4096)
-        except UnicodeDecodeError as exc:
-            raise InputError(path, f"not UTF-8 ({exc.reason})", 1) from None
-    if not head.lstrip().startswith("["):
+    head = read_bytes(path, 4096).removeprefix(b"\xef\xbb\xbf")
+    if not head.lstrip().startswith(b"["):
         yield from iter_jsonl(path, strict=False)
         return
+    data = read_bytes(path)
     try:
-        with open_text(path) as fh:
-            text = fh.read()
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 ({exc.reason} at offset {exc.start})") from None
+        raise InputError(
+            path, f"not UTF-8 ({exc.reason} at byte {exc.start})", data[: exc.start].count(b"\n") + 1
+        ) from None
+    del data
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
     line = 1 + text.count("\n", 0, pos)
@@ -118,13 +118,17 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
             return
         try:
             obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply to decode"
             rest = n - pos
             # An array that never closes was cut off (a partial download); otherwise the JSON is broken.
-            yield line, JsonlBadLine(
-                "invalid_json" if text.rstrip().endswith("]") else "truncated_json",
-                f"{exc.msg}; the remaining {rest} characters from here could not be decoded",
-                text[pos : pos + RAW_KEEP_CHARS],
+            yield (
+                line,
+                JsonlBadLine(
+                    "invalid_json" if text.rstrip().endswith("]") else "truncated_json",
+                    f"{msg}; the remaining {rest} characters from here could not be decoded",
+                    text[pos : pos + RAW_KEEP_CHARS],
+                ),
             )
             return
         yield line, obj
@@ -283,7 +287,11 @@ def read_flan_tsv(path: Path, opts: dict) -> Iterator[Row]:
                 continue
             parts = text.split("\t")
             if len(parts) != 3:
-                yield line, Reject("bad_columns", f"{len(parts)} tab-separated fields, expected 3", text[:RAW_KEEP_CHARS]), None
+                yield (
+                    line,
+                    Reject("bad_columns", f"{len(parts)} tab-separated fields, expected 3", text[:RAW_KEEP_CHARS]),
+                    None,
+                )
                 continue
             question, answer, rationale = (p.replace("\\n", "\n") for p in parts)
             response = f"{rationale.strip()} So the answer is {answer.strip()}." if rationale.strip() else answer
@@ -337,6 +345,10 @@ def validate_turns(turns: Turns, max_query_chars: int) -> tuple[Turns, Reject | 
             return turns, Reject("unknown_role", f"turn {i} has role '{turn['role']}'")
         if not turn["content"].strip():
             return turns, Reject("empty_turn", f"turn {i} ({role}) is empty or whitespace")
+        try:
+            turn["content"].encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return turns, Reject("encoding", f"turn {i} ({role}) holds text that is not valid Unicode ({exc.reason})")
         if role == "user" and len(turn["content"]) > max_query_chars:
             return turns, Reject(
                 "query_too_long", f"turn {i} has {len(turn['content'])} characters (limit {max_query_chars})"
@@ -392,8 +404,13 @@ def ingest(
             if reject is not None:
                 reasons[reject.reason] += 1
                 raw = reject.raw or (json.dumps(turns, ensure_ascii=False)[:RAW_KEEP_CHARS] if turns else "")
-                rej.write(dumps({"dataset": dataset, "line": line, "reason": reject.reason,
-                                 "detail": reject.detail, "raw": raw}) + "\n")
+                raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates stay visible
+                rej.write(
+                    dumps(
+                        {"dataset": dataset, "line": line, "reason": reject.reason, "detail": reject.detail, "raw": raw}
+                    )
+                    + "\n"
+                )
                 continue
             rec = {"id": rid, "dataset": dataset, "source_line": line, "source_id": source_id, "turns": turns}
             if limit is None:
@@ -421,8 +438,15 @@ def ingest(
         for rec in selected:
             fh.write(dumps(rec) + "\n")
     summary = _stats(dataset, fmt, path, rows_read, kept, selected, reasons, limit, seed)
-    log.info("%s: read %d rows, kept %d, selected %d, rejected %d %s",
-             dataset, rows_read, kept, len(selected), n_rejected, dict(reasons))
+    log.info(
+        "%s: read %d rows, kept %d, selected %d, rejected %d %s",
+        dataset,
+        rows_read,
+        kept,
+        len(selected),
+        n_rejected,
+        dict(reasons),
+    )
     if stats is not None:
         write_json(stats, summary)
     return summary
@@ -487,9 +511,23 @@ def summarize(stats_files: list[str | Path], out: str | Path) -> list[dict]:
 
 #: Column order of results/tables/datasets.tsv (one ``rejected_<reason>`` column per reason follows).
 SUMMARY_COLUMNS = [
-    "dataset", "format", "rows_read", "kept", "rejected", "limit", "seed", "selected", "queries",
-    "multi_turn_records", "turns_mean", "turns_max", "query_chars_mean", "query_chars_median",
-    "query_chars_p95", "query_chars_max", "path",
+    "dataset",
+    "format",
+    "rows_read",
+    "kept",
+    "rejected",
+    "limit",
+    "seed",
+    "selected",
+    "queries",
+    "multi_turn_records",
+    "turns_mean",
+    "turns_max",
+    "query_chars_mean",
+    "query_chars_median",
+    "query_chars_p95",
+    "query_chars_max",
+    "path",
 ]
 
 
@@ -503,12 +541,18 @@ def read_records(path: str | Path) -> Iterator[dict]:
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser("data", help="ingest SFT datasets into one record format",
-                       description="Read SFT datasets in their published formats and write uniform JSONL records.")
+    p = sub.add_parser(
+        "data",
+        help="ingest SFT datasets into one record format",
+        description="Read SFT datasets in their published formats and write uniform JSONL records.",
+    )
     acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    a = acts.add_parser("ingest", help="read one dataset file",
-                        description="Read one dataset file; write kept records, rejected rows and statistics.")
+    a = acts.add_parser(
+        "ingest",
+        help="read one dataset file",
+        description="Read one dataset file; write kept records, rejected rows and statistics.",
+    )
     a.add_argument("--dataset", required=True, help="dataset name (prefix of every record id)")
     a.add_argument("--path", required=True, help="source file (plain or gzipped)")
     a.add_argument("--format", required=True, choices=sorted(READERS), help="source format")
@@ -516,18 +560,36 @@ def add_cli(sub) -> None:
     a.add_argument("--limit", type=int, default=None, help="keep a seeded random subset of this many records")
     a.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
     a.add_argument("--max-query-chars", type=int, default=32768, help="reject queries longer than this")
-    a.add_argument("--max-reject-fraction", type=float, default=0.5,
-                   help="fail when more than this share of rows is rejected (default 0.5)")
+    a.add_argument(
+        "--max-reject-fraction",
+        type=float,
+        default=0.5,
+        help="fail when more than this share of rows is rejected (default 0.5)",
+    )
     a.add_argument("--out", required=True, help="records JSONL to write")
     a.add_argument("--rejected", required=True, help="quarantine JSONL to write (line, reason, raw text)")
     a.add_argument("--stats", help="statistics JSON to write")
-    a.set_defaults(func=lambda args: ingest(
-        args.dataset, args.path, args.format, args.out, args.rejected, args.stats, limit=args.limit,
-        seed=args.seed, fields=json.loads(args.fields), max_query_chars=args.max_query_chars,
-        max_reject_fraction=args.max_reject_fraction))
+    a.set_defaults(
+        func=lambda args: ingest(
+            args.dataset,
+            args.path,
+            args.format,
+            args.out,
+            args.rejected,
+            args.stats,
+            limit=args.limit,
+            seed=args.seed,
+            fields=json.loads(args.fields),
+            max_query_chars=args.max_query_chars,
+            max_reject_fraction=args.max_reject_fraction,
+        )
+    )
 
-    s = acts.add_parser("summarize", help="gather statistics into datasets.tsv",
-                        description="Write one TSV row per dataset from the statistics JSON files.")
+    s = acts.add_parser(
+        "summarize",
+        help="gather statistics into datasets.tsv",
+        description="Write one TSV row per dataset from the statistics JSON files.",
+    )
     s.add_argument("stats", nargs="+", help="statistics JSON files from 'instag data ingest'")
     s.add_argument("--out", required=True, help="TSV to write")
     s.set_defaults(func=lambda args: summarize(args.stats, args.out))

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -15,14 +16,17 @@ from .errors import InputError
 
 
 def open_text(path: str | os.PathLike, mode: str = "rt") -> IO[str]:
-    """Open a plain or gzipped text file as UTF-8 (gzip is recognised by its magic bytes, not its name)."""
+    """Open a plain or gzipped text file as UTF-8 (gzip is recognised by its magic bytes, not its name).
+
+    Reading skips a UTF-8 byte-order mark.
+    """
     path = Path(path)
     if "r" in mode:
         with open(path, "rb") as fh:
             magic = fh.read(2)
         if magic == b"\x1f\x8b":
-            return gzip.open(path, "rt", encoding="utf-8", errors="strict")
-        return open(path, encoding="utf-8", errors="strict")
+            return gzip.open(path, "rt", encoding="utf-8-sig", errors="strict")
+        return open(path, encoding="utf-8-sig", errors="strict")
     if path.suffix == ".gz":
         return gzip.open(path, mode if "t" in mode else mode + "t", encoding="utf-8")
     return open(path, mode.replace("t", ""), encoding="utf-8")
@@ -37,8 +41,11 @@ def iter_jsonl(path: str | os.PathLike, *, strict: bool = True) -> Iterator[tupl
     with open(path, "rb") as raw:
         magic = raw.read(2)
     opener = gzip.open if magic == b"\x1f\x8b" else open
+    lineno = 0
     with opener(path, "rb") as fh:
-        for lineno, line in enumerate(fh, start=1):
+        for lineno, line in _lines(fh, path):
+            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
+                line = line[3:]
             if not line.strip():
                 continue
             try:
@@ -54,6 +61,20 @@ def iter_jsonl(path: str | os.PathLike, *, strict: bool = True) -> Iterator[tupl
                 if strict:
                     raise InputError(path, f"invalid JSON ({exc.msg}, column {exc.colno})", lineno) from None
                 yield lineno, JsonlBadLine("invalid_json", exc.msg, text[:2000])
+            except RecursionError:
+                if strict:
+                    raise InputError(path, "invalid JSON (nested too deeply to decode)", lineno) from None
+                yield lineno, JsonlBadLine("invalid_json", "nested too deeply to decode", text[:2000])
+
+
+def _lines(fh, path) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines of a binary file; a cut-off or corrupt gzip stream is a named error."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(fh, start=1):
+            yield lineno, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InputError(path, f"compressed stream is damaged or cut off after line {lineno} ({exc})") from None
 
 
 class JsonlBadLine:
@@ -144,4 +165,18 @@ def _cell(value: Any) -> str:
 def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
     with open(path, encoding="utf-8") as fh:
         header = fh.readline().rstrip("\n").split("\t")
-        return [dict(zip(header, line.rstrip("\n").split("\t"))) for line in fh if line.strip()]
+        return [dict(zip(header, line.rstrip("\n").split("\t"), strict=True)) for line in fh if line.strip()]
+
+
+def read_bytes(path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """The bytes of a plain or gzipped file (the first ``limit`` of them); damaged gzip is a named error."""
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rb") as fh:
+            return fh.read() if limit is None else fh.read(limit)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        if limit is not None:
+            return b""
+        raise InputError(path, f"compressed stream is damaged or cut off ({exc})") from None

@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import random
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from importlib import resources
@@ -60,15 +61,21 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
 
 
+def _fill(template: str, values: dict[str, str]) -> str:
+    """Fill ``{name}`` fields in one pass, so text inside a filled value is never filled again."""
+    pattern = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
+    return pattern.sub(lambda m: values[m.group(1)], template)
+
+
 def render_precision(template: str, instruction: str, tags: Sequence[str], max_chars: int) -> str:
-    return template.replace("{instruction}", _cut(instruction, max_chars)).replace(
-        "{tags}", json.dumps(list(tags), ensure_ascii=False)
+    return _fill(
+        template, {"instruction": _cut(instruction, max_chars), "tags": json.dumps(list(tags), ensure_ascii=False)}
     )
 
 
 def render_consistency(template: str, tag: str, instructions: Sequence[str], max_chars: int) -> str:
     listed = "\n".join(f"[{i}] {_cut(t, max_chars)}" for i, t in enumerate(instructions, start=1))
-    return template.replace("{tag}", tag).replace("{instructions}", listed)
+    return _fill(template, {"tag": tag, "instructions": listed})
 
 
 def parse_verdict(text: str | None) -> tuple[str | None, str, str | None]:
@@ -238,7 +245,6 @@ def evaluate(
                 "status": "ok" if verdict is not None else "failed",
                 "error": error,
                 "raw": resp.text,
-                "cached": resp.cached,
                 **ident,
             }
         )

@@ -22,23 +22,48 @@ def run(tmp_path, fmt, text, name="ds", **kw):
 
 def test_sharegpt_roles_multiturn_and_rejections(tmp_path):
     rows = [
-        {"id": "a", "conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello"},
-                                       {"from": "human", "value": "More?"}, {"from": "gpt", "value": "Yes"}]},
+        {
+            "id": "a",
+            "conversations": [
+                {"from": "human", "value": "Hi?"},
+                {"from": "gpt", "value": "Hello"},
+                {"from": "human", "value": "More?"},
+                {"from": "gpt", "value": "Yes"},
+            ],
+        },
         {"id": "b", "conversations": []},
         {"id": "c", "conversations": [{"from": "wizard", "value": "x"}]},
         {"id": "d", "conversations": [{"from": "gpt", "value": "only an answer"}]},
         {"id": "e", "conversations": [{"from": "human", "value": "  "}, {"from": "gpt", "value": "x"}]},
-        {"id": "f", "conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello"},
-                                       {"from": "human", "value": "More?"}, {"from": "gpt", "value": "Yes"}]},
-        {"id": "g", "conversations": [{"from": "system", "value": "Be kind"}, {"from": "user", "value": "Q"},
-                                       {"from": "chatgpt", "value": "A"}]},
+        {
+            "id": "f",
+            "conversations": [
+                {"from": "human", "value": "Hi?"},
+                {"from": "gpt", "value": "Hello"},
+                {"from": "human", "value": "More?"},
+                {"from": "gpt", "value": "Yes"},
+            ],
+        },
+        {
+            "id": "g",
+            "conversations": [
+                {"from": "system", "value": "Be kind"},
+                {"from": "user", "value": "Q"},
+                {"from": "chatgpt", "value": "A"},
+            ],
+        },
     ]
     stats, kept, rejected = run(tmp_path, "sharegpt", json.dumps(rows, indent=1), max_reject_fraction=0.9)
     assert [r["source_id"] for r in kept] == ["a", "g"]
     assert queries(kept[0]) == ["Hi?", "More?"]
     assert [t["role"] for t in kept[1]["turns"]] == ["system", "user", "assistant"]
-    assert {r["reason"] for r in rejected} == {"empty_conversation", "unknown_role", "no_query", "empty_turn",
-                                              "duplicate"}
+    assert {r["reason"] for r in rejected} == {
+        "empty_conversation",
+        "unknown_role",
+        "no_query",
+        "empty_turn",
+        "duplicate",
+    }
     assert stats["rows_read"] == 7 == stats["kept"] + stats["rejected"]
     assert stats["multi_turn_records"] == 1
 
@@ -87,9 +112,13 @@ def test_dolly_original_keys(tmp_path):
 
 def test_qa_jsonl_fields_and_invalid_line(tmp_path):
     lines = [json.dumps({"problem": "1+1?", "solution": "2", "idx": 7}), "{not json", json.dumps({"problem": "2+2?"})]
-    stats, kept, rejected = run(tmp_path, "qa", "\n".join(lines),
-                                fields={"query": "problem", "response": "solution", "id": "idx"},
-                                max_reject_fraction=0.9)
+    stats, kept, rejected = run(
+        tmp_path,
+        "qa",
+        "\n".join(lines),
+        fields={"query": "problem", "response": "solution", "id": "idx"},
+        max_reject_fraction=0.9,
+    )
     assert kept[0]["source_id"] == "7" and kept[0]["source_line"] == 1
     assert [(r["line"], r["reason"]) for r in rejected] == [(2, "invalid_json"), (3, "missing_field")]
 
@@ -109,16 +138,30 @@ def test_flan_tsv_no_quoting_and_literal_newlines(tmp_path):
 
 
 def test_oasst_tree_best_ranked_path_and_deleted(tmp_path):
-    tree = {"message_tree_id": "t1", "prompt": {"role": "prompter", "text": "Q", "deleted": False, "replies": [
-        {"role": "assistant", "text": "worse", "rank": 1, "replies": []},
-        {"role": "assistant", "text": "best", "rank": 0, "deleted": False, "replies": [
-            {"role": "prompter", "text": "follow-up", "replies": []}]},
-        {"role": "assistant", "text": "gone", "rank": None, "deleted": True, "replies": []},
-    ]}}
+    tree = {
+        "message_tree_id": "t1",
+        "prompt": {
+            "role": "prompter",
+            "text": "Q",
+            "deleted": False,
+            "replies": [
+                {"role": "assistant", "text": "worse", "rank": 1, "replies": []},
+                {
+                    "role": "assistant",
+                    "text": "best",
+                    "rank": 0,
+                    "deleted": False,
+                    "replies": [{"role": "prompter", "text": "follow-up", "replies": []}],
+                },
+                {"role": "assistant", "text": "gone", "rank": None, "deleted": True, "replies": []},
+            ],
+        },
+    }
     lone = {"message_tree_id": "t2", "prompt": {"role": "prompter", "text": "Alone", "replies": []}}
     deleted = {"message_tree_id": "t3", "prompt": {"role": "prompter", "text": "x", "deleted": True}}
-    stats, kept, rejected = run(tmp_path, "oasst_tree", "\n".join(map(json.dumps, [tree, lone, deleted])),
-                                max_reject_fraction=0.9)
+    stats, kept, rejected = run(
+        tmp_path, "oasst_tree", "\n".join(map(json.dumps, [tree, lone, deleted])), max_reject_fraction=0.9
+    )
     assert [t["content"] for t in kept[0]["turns"]] == ["Q", "best", "follow-up"]
     assert queries(kept[1]) == ["Alone"]
     assert rejected[0]["reason"] == "deleted"

@@ -136,7 +136,8 @@ def test_evaluate_writes_judgments_and_rates(tmp_path, files):
         backend=again,
     )
     assert again.n_calls == 0
-    assert [x for _, x in iter_jsonl(out)] == [{**x, "cached": True} for x in lines]
+    # judgments lines do not say whether they came from the cache, so a resumed run writes the same file
+    assert [x for _, x in iter_jsonl(out)] == lines
 
 
 def test_failed_calls_are_kept_and_counted(tmp_path, files):

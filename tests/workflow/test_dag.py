@@ -49,6 +49,8 @@ def test_missing_data_file_is_named(workdir):
 
 
 def test_paper_config_dry_run(workdir):
-    proc = snakemake(workdir, REPO / "configs" / "paper.yaml", "-n", "--config", f"data_root={REPO.parent / 'shared' / 'data'}")
+    proc = snakemake(
+        workdir, REPO / "configs" / "paper.yaml", "-n", "--config", f"data_root={REPO.parent / 'shared' / 'data'}"
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "data_ingest" in proc.stdout
