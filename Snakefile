@@ -11,7 +11,12 @@ from snakemake.utils import min_version
 min_version("9.27")
 
 
-configfile: "config.yaml"
+# The default config applies only when none is given: Snakemake would otherwise deep-merge a
+# --configfile (e.g. configs/paper.yaml) onto the demo's datasets, limits and resources.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
+
 
 
 include: "rules/common.smk"
@@ -23,6 +28,7 @@ wildcard_constraints:
 
 
 include: "rules/data.smk"
+include: "rules/tagging.smk"
 include: "rules/sampling.smk"
 include: "rules/normalize.smk"
 include: "rules/analysis.smk"
