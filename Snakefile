@@ -18,7 +18,6 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
-
 include: "rules/common.smk"
 
 

@@ -15,7 +15,9 @@ validate(config, "../schemas/config.schema.yaml")
 # Put that folder first on PATH in every job so rules find it without an activated environment. Where
 # Snakemake runs from an environment without instag (e.g. with --sdm conda), the job's env provides it.
 if (Path(sys.executable).parent / "instag").exists():
-    shell.prefix(f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"; ")
+    shell.prefix(
+        f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"; '
+    )
 
 
 def dataset_path(name):
@@ -76,7 +78,11 @@ def limit_option(wildcards):
 
 def get_final_output():
     """Everything the default target builds, i.e. each stage's tables and figures."""
-    return ["results/tables/datasets.tsv", *normalize_final_output()]
+    return [
+        "results/tables/datasets.tsv",
+        *tagging_final_output(),
+        *normalize_final_output(),
+    ]
 
 
 # --- sampling ---
@@ -90,7 +96,9 @@ def _sampling_levels(spec):
     """`steps` evenly spaced values from `min` to `max`, rounded to 4 decimals (just `min` when steps is 1)."""
     n, lo, hi = spec["steps"], spec["min"], spec["max"]
     if n > 1 and hi < lo:
-        raise WorkflowError(f"config key 'sampling.ablations.*.levels': max {hi} is below min {lo}")
+        raise WorkflowError(
+            f"config key 'sampling.ablations.*.levels': max {hi} is below min {lo}"
+        )
     if n <= 1:
         return [lo] * n
     return [round(lo + i * (hi - lo) / (n - 1), 4) for i in range(n)]
@@ -101,24 +109,36 @@ def sampling_variants(ablation):
     spec = SAMPLING["ablations"][ablation]
     if ablation == "complexity":
         pairs = [
-            (f"tags{k:g}", f"--size {spec['size']} --coverage {spec['coverage']} --complexity {k}")
+            (
+                f"tags{k:g}",
+                f"--size {spec['size']} --coverage {spec['coverage']} --complexity {k}",
+            )
             for k in _sampling_levels(spec["levels"])
         ]
     elif ablation == "diversity":
         pairs = [
-            (f"cov{round(100 * c, 2):g}", f"--size {spec['size']} --coverage {c} --complexity {spec['avg_tags']}")
+            (
+                f"cov{round(100 * c, 2):g}",
+                f"--size {spec['size']} --coverage {c} --complexity {spec['avg_tags']}",
+            )
             for c in _sampling_levels(spec["levels"])
         ]
     else:
-        sizes = set(spec["sizes"]) | ({SAMPLING["size"]} if ablation == "size" else set())
+        sizes = set(spec["sizes"]) | (
+            {SAMPLING["size"]} if ablation == "size" else set()
+        )
         pairs = [(f"n{n}", f"--size {n}") for n in sorted(sizes)]
     variants = dict(pairs)
     if len(variants) != len(pairs):
-        raise WorkflowError(f"config key 'sampling.ablations.{ablation}.levels': two levels give the same variant name")
+        raise WorkflowError(
+            f"config key 'sampling.ablations.{ablation}.levels': two levels give the same variant name"
+        )
     return variants
 
 
-SAMPLING_VARIANTS = {ablation: sampling_variants(ablation) for ablation in SAMPLING_ABLATIONS}
+SAMPLING_VARIANTS = {
+    ablation: sampling_variants(ablation) for ablation in SAMPLING_ABLATIONS
+}
 
 
 def _check_sampling_pool():
@@ -131,9 +151,14 @@ def _check_sampling_pool():
             )
     off = [name for name in SAMPLING["pool"] if name not in DATASETS]
     if off:
-        print(f"Warning: sampling.pool datasets disabled and left out of the pool: {', '.join(off)}", file=sys.stderr)
+        print(
+            f"Warning: sampling.pool datasets disabled and left out of the pool: {', '.join(off)}",
+            file=sys.stderr,
+        )
     if SAMPLING["pool"] and len(off) == len(SAMPLING["pool"]):
-        raise WorkflowError("config key 'sampling.pool': every pool dataset is disabled")
+        raise WorkflowError(
+            "config key 'sampling.pool': every pool dataset is disabled"
+        )
 
 
 _check_sampling_pool()
@@ -201,7 +226,12 @@ NORMALIZE = config["normalize"]
 QUALITY = config["quality"]
 ANALYSIS = config["analysis"]
 NORMALIZE_STEPS = ("frequency", "lexical", "semantic", "association")
-ANALYSIS_FIGURES = ("diversity_complexity", "tag_long_tail", "top_tags", "coverage_heatmap")
+ANALYSIS_FIGURES = (
+    "diversity_complexity",
+    "tag_long_tail",
+    "top_tags",
+    "coverage_heatmap",
+)
 
 
 def get_tag_shards(wildcards=None):
@@ -214,7 +244,11 @@ def get_tag_shards(wildcards=None):
     if named is not None:
         return [path for dataset in DATASETS for path in named(dataset)]
     n = int(config.get("tagging", {}).get("shards", 1))
-    return [f"results/tags/raw/{dataset}/shard-{k}.jsonl" for dataset in DATASETS for k in range(n)]
+    return [
+        f"results/tags/raw/{dataset}/shard-{k}.jsonl"
+        for dataset in DATASETS
+        for k in range(n)
+    ]
 
 
 def get_records_files(wildcards=None):
@@ -227,7 +261,9 @@ def normalize_step_file(step):
 
 def get_normalize_after(step):
     """The step files a normalization step replays: every step before it, in order."""
-    return [normalize_step_file(s) for s in NORMALIZE_STEPS[: NORMALIZE_STEPS.index(step)]]
+    return [
+        normalize_step_file(s) for s in NORMALIZE_STEPS[: NORMALIZE_STEPS.index(step)]
+    ]
 
 
 def get_normalize_frequency_args(wildcards=None):
@@ -267,7 +303,10 @@ def get_quality_args(wildcards=None):
 
 
 def get_analysis_names(wildcards=None):
-    return json.dumps({d: config["datasets"][d].get("paper_name", d) for d in DATASETS}, sort_keys=True)
+    return json.dumps(
+        {d: config["datasets"][d].get("paper_name", d) for d in DATASETS},
+        sort_keys=True,
+    )
 
 
 def _check_analysis_scores():
@@ -282,7 +321,9 @@ _check_analysis_scores()
 
 
 def get_analysis_scores(wildcards=None):
-    return json.dumps({d: v for d, v in ANALYSIS["scores"].items() if d in DATASETS}, sort_keys=True)
+    return json.dumps(
+        {d: v for d, v in ANALYSIS["scores"].items() if d in DATASETS}, sort_keys=True
+    )
 
 
 def get_figure_dir(wildcards, output):
@@ -291,7 +332,11 @@ def get_figure_dir(wildcards, output):
 
 
 def analysis_figure_files():
-    return [f"results/figures/analysis_{name}.{ext}" for name in ANALYSIS_FIGURES for ext in ("png", "pdf")]
+    return [
+        f"results/figures/analysis_{name}.{ext}"
+        for name in ANALYSIS_FIGURES
+        for ext in ("png", "pdf")
+    ]
 
 
 def normalize_final_output():
@@ -312,3 +357,48 @@ def normalize_final_output():
     if QUALITY["enabled"]:
         out.append("results/tables/tag_quality.tsv")
     return out
+
+
+# --- tagging ---
+# LLM tagging (rules/tagging.smk). A dataset's shard count follows from its record count, known after its
+# ingestion: rule data_ingest is a checkpoint, and these input functions read its output.
+TAGGING = config["tagging"]
+
+
+def get_tagging_settings_json(wildcards=None):
+    """The tagging section (backend, prompt, decoding, retries, cache, prices) as one JSON string."""
+    return json.dumps(
+        {k: v for k, v in TAGGING.items() if k != "shard_size"}, sort_keys=True
+    )
+
+
+def get_tagging_records(wildcards=None):
+    return [f"results/data/{dataset}.jsonl" for dataset in DATASETS]
+
+
+def tagging_n_shards(dataset):
+    """Shards of an ingested dataset: ceil(records / shard_size), at least one (waits for its ingestion)."""
+    records = checkpoints.data_ingest.get(dataset=dataset).output.records
+    with open(records, encoding="utf-8") as fh:
+        n = sum(1 for line in fh if line.strip())
+    return max(1, -(-n // TAGGING["shard_size"]))
+
+
+def tagging_shard_files(dataset, ext="jsonl"):
+    """The tag files (or, with ext="summary.json", the summaries) of every shard of one dataset."""
+    return [
+        f"results/tags/raw/{dataset}/shard-{k}.{ext}"
+        for k in range(tagging_n_shards(dataset))
+    ]
+
+
+def get_tagging_summaries(wildcards=None):
+    return [
+        path
+        for dataset in DATASETS
+        for path in tagging_shard_files(dataset, "summary.json")
+    ]
+
+
+def tagging_final_output():
+    return ["results/tables/cost_estimate.tsv", "results/tables/tagging.tsv"]

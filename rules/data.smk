@@ -1,7 +1,7 @@
 # Stage `data`: read each configured dataset into uniform records  <->  src/instag/data.py
 
 
-rule data_ingest:
+checkpoint data_ingest:
     input:
         source=get_dataset_source,
     output:
@@ -10,6 +10,11 @@ rule data_ingest:
         stats="results/data/{dataset}.stats.json",
     log:
         "results/logs/data/ingest/{dataset}.log",
+    conda:
+        "../envs/core.yaml"
+    threads: threads_for("data_ingest")
+    resources:
+        **resources_for("data_ingest"),
     params:
         fmt=get_dataset_option("format"),
         fields=get_dataset_option("fields", {}),
@@ -17,11 +22,6 @@ rule data_ingest:
         seed=get_dataset_option("seed", 0),
         max_query_chars=config["ingest"]["max_query_chars"],
         max_reject_fraction=config["ingest"]["max_reject_fraction"],
-    threads: threads_for("data_ingest")
-    resources:
-        **resources_for("data_ingest"),
-    conda:
-        "../envs/core.yaml"
     shell:
         "instag -v data ingest --dataset {wildcards.dataset:q} --path {input.source:q}"
         " --format {params.fmt:q} --fields {params.fields:q} {params.limit} --seed {params.seed}"
@@ -38,11 +38,11 @@ rule data_summarize:
         table="results/tables/datasets.tsv",
     log:
         "results/logs/data/summarize.log",
+    conda:
+        "../envs/core.yaml"
     threads: threads_for("data_summarize")
     resources:
         **resources_for("data_summarize"),
-    conda:
-        "../envs/core.yaml"
     shell:
         "instag -v data summarize {input.stats:q} --out {output.table:q} > /dev/null 2> {log:q}"
 

@@ -46,9 +46,9 @@ def workdir(tmp_path: Path, shared_data) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def full_run(tmp_path_factory, shared_data):
-    """One complete default-target run of the workflow on configs/test.yaml, shared by a module's tests."""
+    """One complete default-target run of the workflow on configs/test.yaml, shared by the session's tests."""
     workdir = tmp_path_factory.mktemp("e2e")
     cfg = write_config(workdir)
     proc = snakemake(workdir, cfg)

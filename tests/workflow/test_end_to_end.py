@@ -43,3 +43,29 @@ def test_second_run_does_nothing(full_run):
     proc = snakemake(workdir, cfg, "-n")
     assert proc.returncode == 0, proc.stderr
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_normalized_tags_cover_every_ingested_record(full_run):
+    workdir, _, _ = full_run
+    results = workdir / "results"
+    ids = {json.loads(x)["id"] for d in DATASETS for x in (results / "data" / f"{d}.jsonl").read_text().splitlines()}
+    normalized = [json.loads(x) for x in (results / "tags" / "normalized.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in normalized} == ids
+    assert any(r["tags"] for r in normalized)
+    steps = read_tsv(results / "tables" / "normalization_steps.tsv")
+    assert len(steps) >= 4
+    mapping = read_tsv(results / "tables" / "tag_mapping.tsv")
+    assert mapping, "every raw tag is traceable through the mapping"
+
+
+def test_analysis_and_sampling_outputs(full_run):
+    workdir, _, _ = full_run
+    results = workdir / "results"
+    analysis = {r["dataset"] for r in read_tsv(results / "tables" / "analysis_datasets.tsv")}
+    assert analysis <= set(DATASETS) and analysis
+    samples = read_tsv(results / "tables" / "samples.tsv")
+    assert {r["ablation"] for r in samples} >= {"size", "random"}
+    for name in ("sampling_coverage_complexity.png", "sampling_coverage_complexity.pdf"):
+        assert (results / "figures" / name).stat().st_size > 1000
+    pool = read_tsv(results / "tables" / "pool.tsv")
+    assert pool

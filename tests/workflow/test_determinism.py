@@ -1,0 +1,121 @@
+"""Two runs of the workflow with the same config and seeds give byte-identical tables, records and samples.
+
+The two runs differ in everything that must not matter: the working directory, the number of cores (so the
+order in which jobs run differs), and the time. Each builds the default target and ``stage_sampling`` on
+configs/test.yaml; every file under ``results/`` is compared, except those in :data:`EXCLUDED`, each with the
+reason it cannot be identical. A stage's outputs join the comparison as soon as they are built by these targets.
+
+The tagging model is an LLM, not a CPU stage: the second run is served from the first run's tagging cache
+(``tagging.cache_dir`` shared), so the tags are the same and every CPU stage after them (normalization with
+its embeddings, analysis, the judge with its own cache, sampling) is recomputed from scratch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.workflow.conftest import write_config
+
+pytestmark = pytest.mark.slow
+
+#: Outputs that differ between runs by design, and why. Patterns are relative to the working directory.
+EXCLUDED = {
+    "results/logs/**": "logs carry timestamps, process ids, durations and tqdm rates",
+    "results/benchmarks/**": "Snakemake benchmark TSVs are wall-clock times and memory peaks of each job",
+    "results/tags/raw/*/shard-*.summary.json": "per-shard seconds and rates; calls vs cache hits (run 2 is served "
+    "from run 1's tagging cache)",
+    "results/tables/tagging.tsv": "the shard summaries gathered: seconds, queries/s, calls vs cache hits",
+}
+
+#: JSON outputs compared without their timing fields (any key ending in "seconds"), which measure the run.
+TIMED_JSON = ["results/tags/normalize/*.json"]
+
+
+def _drop_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _drop_timings(v) for k, v in obj.items() if not k.endswith("seconds")}
+    if isinstance(obj, list):
+        return [_drop_timings(v) for v in obj]
+    return obj
+
+
+def content(path: Path, rel: str) -> bytes:
+    """The bytes compared: the file, or for :data:`TIMED_JSON` its JSON without timing fields."""
+    if any(fnmatch.fnmatch(rel, pat) for pat in TIMED_JSON):
+        return json.dumps(_drop_timings(json.loads(path.read_text())), sort_keys=True).encode()
+    return path.read_bytes()
+
+
+def run(workdir: Path, cores: int, llm_cache: Path) -> subprocess.CompletedProcess:
+    tagging = yaml.safe_load((REPO / "configs" / "test.yaml").read_text()).get("tagging", {})
+    # one shard per dataset: fewer model loads in the first run (shard_size does not change any tag)
+    cfg = write_config(workdir, tagging={**tagging, "cache_dir": str(llm_cache), "shard_size": 1000})
+    snakefile, targets = str(REPO / "Snakefile"), ["all", "stage_sampling"]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--directory", str(workdir)]
+    cmd += ["--configfile", str(cfg), "--cores", str(cores), *targets]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=workdir)
+
+
+def digests(workdir: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted((workdir / "results").rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(workdir).as_posix()
+        if any(fnmatch.fnmatch(rel, pat) for pat in EXCLUDED):
+            continue
+        out[rel] = hashlib.sha256(content(path, rel)).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, shared_data):
+    runs = []
+    llm_cache = tmp_path_factory.mktemp("determinism-llm-cache")
+    for i, cores in enumerate((2, 1)):
+        workdir = tmp_path_factory.mktemp(f"determinism{i}")
+        proc = run(workdir, cores, llm_cache)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        runs.append(workdir)
+    return runs
+
+
+def test_same_config_and_seed_give_identical_outputs(two_runs):
+    a, b = (digests(w) for w in two_runs)
+    assert sorted(a) == sorted(b), f"different output files: {sorted(set(a) ^ set(b))}"
+    differ = [rel for rel in a if a[rel] != b[rel]]
+    assert not differ, f"outputs that differ between two runs with the same config and seed: {differ}"
+    # the comparison covers the data stage's records, quarantine, statistics and table at least
+    assert "results/tables/datasets.tsv" in a
+    assert any(rel.endswith(".rejected.jsonl") for rel in a)
+    assert sum(rel.startswith("results/data/") and rel.endswith(".jsonl") for rel in a) >= 2
+    assert "results/tables/samples.tsv" in a and "results/tags/normalized.jsonl" in a
+    assert any(rel.startswith("results/tags/raw/") for rel in a)
+    assert any(rel.startswith("results/figures/") for rel in a)
+
+
+def test_outputs_do_not_embed_the_working_directory(two_runs):
+    """A result that names its own run folder cannot be byte-identical across folders; none may."""
+    for workdir in two_runs:
+        for rel in digests(workdir):
+            assert str(workdir).encode() not in (workdir / rel).read_bytes(), rel
+
+
+def test_exclusions_are_only_timing_files(two_runs):
+    """What the exclusion list hides really is logs and timings: nothing else is under those folders."""
+    workdir = two_runs[0]
+    for path in (workdir / "results").rglob("*"):
+        rel = path.relative_to(workdir).as_posix()
+        if path.is_file() and fnmatch.fnmatch(rel, "results/logs/**"):
+            assert path.suffix == ".log", rel
+        if path.is_file() and fnmatch.fnmatch(rel, "results/benchmarks/**"):
+            assert path.suffix == ".tsv", rel
