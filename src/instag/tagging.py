@@ -409,22 +409,8 @@ class Tagger:
 
     def _lookup(self, requests: list) -> list:
         """Cached successful answers of ``requests`` (None where there is none), without any call."""
-        lookup = getattr(self.backend, "lookup", None)
-        if lookup is not None:
-            return lookup(requests)
-        b = self.backend
-        if not all(hasattr(b, a) for a in ("refresh", "key", "_ok", "_read_hits")):
-            return [None] * len(requests)  # no cache
-        b.refresh()
-        out: list = [None] * len(requests)
-        wanted = {}
-        for i, req in enumerate(requests):
-            key = b.key(req)
-            if key in b._ok:
-                wanted[i] = key
-        if wanted:
-            b._read_hits(wanted, out)
-        return out
+        lookup = getattr(self.backend, "lookup", None)  # CachedBackend.lookup; a bare backend has no cache
+        return lookup(requests) if lookup is not None else [None] * len(requests)
 
     def _line(self, item: Item, tags, error, raw) -> dict:
         return {

@@ -409,3 +409,18 @@ def test_segment_names_identify_the_writer(tmp_path):
     (seg,) = tmp_path.glob("*.jsonl")
     assert seg.name.startswith("seg-") and f"-{os.getpid()}-" in seg.name
     assert Path(seg).read_bytes().startswith(b'{"key":"')
+
+
+def test_lookup_serves_successes_only_and_calls_nothing(tmp_path):
+    def answer(req):
+        text = req.messages[-1]["content"]
+        return "ok " + text if "good" in text else ChatResponse(text="garbage", error="http_500: boom")
+
+    backend = ScriptedBackend(fn=answer)
+    reqs = [ChatRequest([{"role": "user", "content": c}]) for c in ("good 1", "bad", "good 2", "never asked")]
+    CachedBackend(backend, tmp_path).generate(reqs[:3])
+    fresh = ScriptedBackend(fn=answer)
+    found = CachedBackend(fresh, tmp_path).lookup(reqs)
+    assert [r.text if r else None for r in found] == ["ok good 1", None, "ok good 2", None]
+    assert all(r.cached for r in found if r)
+    assert fresh.n_calls == 0

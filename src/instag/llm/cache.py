@@ -348,6 +348,15 @@ class CachedBackend:
         """The cache key of ``request`` under this backend and namespace."""
         return _KeyMaker(self.name, self.model, self.revision, self.namespace)(request)
 
+    def lookup(self, requests: Sequence[ChatRequest]) -> list[ChatResponse | None]:
+        """The cached successful response of each request (``cached=True``), or None: no backend call."""
+        self.refresh()
+        out: list[ChatResponse | None] = [None] * len(requests)
+        wanted = {i: key for i, key in ((i, self.key(r)) for i, r in enumerate(requests)) if key in self._ok}
+        if wanted:
+            self._read_hits(wanted, out)
+        return out
+
     def _read_hits(self, wanted: dict[int, str], out: list[ChatResponse | None]) -> list[int]:
         """Fill ``out`` for indices whose key has a success; return the indices that could not be read."""
         by_seg: dict[int, list[tuple[int, str, int, int]]] = {}
