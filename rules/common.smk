@@ -82,6 +82,7 @@ def get_final_output():
         "results/tables/datasets.tsv",
         *tagging_final_output(),
         *normalize_final_output(),
+        *sampling_final_output(),
     ]
 
 
