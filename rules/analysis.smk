@@ -65,6 +65,7 @@ rule quality_judge:
     output:
         judgments="results/quality/judgments.jsonl",
         table="results/tables/tag_quality.tsv",
+        cost="results/tables/quality_cost_estimate.tsv",
     log:
         "results/logs/quality/judge.log",
     benchmark:
@@ -81,7 +82,8 @@ rule quality_judge:
     shell:
         "instag -v quality judge --normalized {input.normalized:q} --records {input.records:q}"
         " --judge {params.judge:q} --cache-dir {params.cache_dir:q} {params.args}"
-        " --out {output.judgments:q} --table {output.table:q} > /dev/null 2> {log:q}"
+        " --out {output.judgments:q} --table {output.table:q} --cost-estimate {output.cost:q}"
+        " > /dev/null 2> {log:q}"
 
 
 rule stage_analysis:

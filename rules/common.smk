@@ -299,7 +299,8 @@ def get_quality_args(wildcards=None):
     return (
         f"--n-precision {q['n_precision']} --n-consistency {q['n_consistency']} --set-size {q['set_size']}"
         f" --min-instances {q['min_instances']} --seed {q['seed']} --max-query-chars {q['max_query_chars']}"
-        f" --max-tokens {q['max_tokens']}"
+        f" --max-tokens {q['max_tokens']} --prices {shlex.quote(json.dumps(q['prices'], sort_keys=True))}"
+        + ("" if q["spend_cap_usd"] is None else f" --spend-cap-usd {q['spend_cap_usd']}")
     )
 
 

@@ -182,10 +182,16 @@ def evaluate(
     max_query_chars: int = 2000,
     max_tokens: int = 256,
     backend=None,
+    spend_cap_usd: float | None = None,
+    prices: dict | None = None,
+    cost_estimate: str | Path | None = None,
 ) -> dict:
     """Sample cases, judge them (cached), write every judgment and the rates table; return a summary.
 
-    ``backend`` (tests) replaces the one built from ``judge``; the cache still wraps it.
+    ``backend`` (tests) replaces the one built from ``judge``; the cache still wraps it. Before any call the
+    estimated requests, tokens and cost (``prices``: USD per 1M tokens by model) are logged and written to
+    ``cost_estimate``; with ``spend_cap_usd`` the judging stops (raising ``SpendCapExceeded``) before the cap
+    would be exceeded, with every answer so far in the cache. Cache hits cost nothing.
     """
     from .llm import CachedBackend, ChatRequest, GenerationParams, get_backend
 
@@ -224,7 +230,17 @@ def evaluate(
         requests.append(ChatRequest([{"role": "user", "content": prompt}], params, meta={"case": c["case"]}))
 
     inner = backend if backend is not None else get_backend(judge)
-    cached = CachedBackend(inner, cache_dir, namespace=namespace)
+    from .cost import SpendGuard, estimate_requests
+
+    est = estimate_requests(requests, inner.model, prices, inner.name)
+    log.info("judge cost estimate (%s %s, completion = max_tokens, an upper bound): %s", inner.name, inner.model, est)
+    if cost_estimate is not None:
+        write_tsv(
+            cost_estimate,
+            [{"stage": "quality", "backend": inner.name, "model": inner.model, **est, "spend_cap_usd": spend_cap_usd}],
+        )
+    guard = None if spend_cap_usd is None else SpendGuard(spend_cap_usd, prices, inner.model, backend=inner.name)
+    cached = CachedBackend(inner, cache_dir, namespace=namespace, guard=guard)
     try:
         responses = cached.generate(requests) if requests else []
         ident = {"backend": cached.name, "model": cached.model}
@@ -307,6 +323,9 @@ def add_cli(sub) -> None:
     j.add_argument("--max-tokens", type=int, default=256, help="judge output budget")
     j.add_argument("--out", required=True, help="judgments JSONL to write")
     j.add_argument("--table", required=True, help="rates TSV to write")
+    j.add_argument("--spend-cap-usd", type=float, default=None, help="stop before the judge spends more than this")
+    j.add_argument("--prices", default="{}", help="JSON: USD per 1M prompt/completion tokens by model name")
+    j.add_argument("--cost-estimate", default=None, help="TSV to write the cost estimate to, before any call")
     j.set_defaults(
         func=lambda a: evaluate(
             a.normalized,
@@ -322,5 +341,8 @@ def add_cli(sub) -> None:
             seed=a.seed,
             max_query_chars=a.max_query_chars,
             max_tokens=a.max_tokens,
+            spend_cap_usd=a.spend_cap_usd,
+            prices=json.loads(a.prices),
+            cost_estimate=a.cost_estimate,
         )
     )

@@ -185,3 +185,47 @@ def test_prompts_are_package_data():
     assert quality.judge_schema()["properties"]["verdict"]["enum"] == ["yes", "no"]
     p = quality.render_consistency(quality.prompt_text("quality_consistency.txt"), "math", ["a" * 50, "b"], 10)
     assert '"math"' in p and "[1] aaaaaaaaaa [...]" in p and "[2] b" in p
+
+
+def test_judge_writes_cost_estimate_and_stops_at_the_spend_cap(tmp_path, files):
+    from instag.cost import SpendCapExceeded
+
+    dpath, npath, _ = files
+    prices = {"scripted": {"prompt": 1000.0, "completion": 1000.0}}  # USD per 1M tokens: dear on purpose
+    backend = ScriptedBackend(fn=judge_fn)
+    backend.name = "openai"  # priced like a paid API (local backends cost nothing)
+    with pytest.raises(SpendCapExceeded):
+        quality.evaluate(
+            npath,
+            [dpath],
+            tmp_path / "j.jsonl",
+            tmp_path / "t.tsv",
+            judge={"backend": "scripted"},
+            cache_dir=tmp_path / "c",
+            n_precision=10,
+            n_consistency=10,
+            seed=0,
+            backend=backend,
+            spend_cap_usd=0.5,
+            prices=prices,
+            cost_estimate=tmp_path / "cost.tsv",
+        )
+    (row,) = read_tsv(tmp_path / "cost.tsv")
+    assert row["stage"] == "quality" and row["requests"] == "6" and float(row["usd"]) > 0.5
+    assert 0 < backend.n_calls < 6  # stopped before judging everything
+    again = ScriptedBackend(fn=judge_fn)  # what was answered is in the cache: a rerun without cap pays the rest only
+    again.name = "openai"
+    quality.evaluate(
+        npath,
+        [dpath],
+        tmp_path / "j.jsonl",
+        tmp_path / "t.tsv",
+        judge={"backend": "scripted"},
+        cache_dir=tmp_path / "c",
+        n_precision=10,
+        n_consistency=10,
+        seed=0,
+        backend=again,
+        prices=prices,
+    )
+    assert again.n_calls == 6 - backend.n_calls
