@@ -71,7 +71,7 @@ rule quality_judge:
     benchmark:
         "results/benchmarks/quality/judge.tsv"
     conda:
-        "../envs/core.yaml"
+        "../envs/llm.yaml"
     threads: threads_for("quality_judge")
     resources:
         **resources_for("quality_judge"),
