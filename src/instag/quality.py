@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .io import iter_jsonl, write_jsonl, write_tsv
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,16 @@ def evaluate(
     inner = backend if backend is not None else get_backend(judge)
     from .cost import SpendGuard, estimate_requests
 
-    est = estimate_requests(requests, inner.model, prices, inner.name)
+    try:
+        est = estimate_requests(requests, inner.model, prices, inner.name)
+    except ConfigError:
+        if spend_cap_usd is not None:
+            raise  # a cap needs a price for the judge's model
+        # No price and no cap: the tokens are still estimated, the cost is left unknown (a self-hosted
+        # OpenAI-compatible server, e.g. vLLM, has no price list).
+        est = estimate_requests(requests, inner.model, {inner.model: {"prompt": 0, "completion": 0}}, inner.name)
+        est.update(usd_per_1m_prompt="", usd_per_1m_completion="", usd="")
+        log.warning("no price for judge model %s in quality.prices: cost estimate left blank", inner.model)
     log.info("judge cost estimate (%s %s, completion = max_tokens, an upper bound): %s", inner.name, inner.model, est)
     if cost_estimate is not None:
         write_tsv(

@@ -229,3 +229,35 @@ def test_judge_writes_cost_estimate_and_stops_at_the_spend_cap(tmp_path, files):
         prices=prices,
     )
     assert again.n_calls == 6 - backend.n_calls
+
+
+def test_judge_without_prices_leaves_the_cost_blank_unless_capped(tmp_path, files):
+    from instag.errors import ConfigError
+
+    dpath, npath, _ = files
+    backend = ScriptedBackend(fn=judge_fn)
+    backend.name = "openai"  # a paid API, e.g. a self-hosted OpenAI-compatible server with no price list
+    kw = dict(judge={"backend": "scripted"}, cache_dir=tmp_path / "c", n_precision=10, n_consistency=10, seed=0)
+    with pytest.raises(ConfigError, match="prices"):
+        quality.evaluate(
+            npath,
+            [dpath],
+            tmp_path / "j.jsonl",
+            tmp_path / "t.tsv",
+            backend=backend,
+            spend_cap_usd=1.0,
+            cost_estimate=tmp_path / "cost.tsv",
+            **kw,
+        )
+    assert backend.n_calls == 0
+    quality.evaluate(
+        npath,
+        [dpath],
+        tmp_path / "j.jsonl",
+        tmp_path / "t.tsv",
+        backend=backend,
+        cost_estimate=tmp_path / "cost.tsv",
+        **kw,
+    )
+    (row,) = read_tsv(tmp_path / "cost.tsv")
+    assert row["usd"] == "" and int(row["prompt_tokens"]) > 0 and backend.n_calls == 6
