@@ -1,9 +1,14 @@
 # instag-workflow: the InsTag study (Lu et al., ICLR 2024, arXiv 2308.07074) as one Snakemake DAG.
 #
-# Path convention: every output lives under results/, one folder per stage, one wildcard per level:
-#   results/data/{dataset}.jsonl             ingested records (+ .rejected.jsonl, .stats.json)
-#   results/tables/*.tsv, results/figures/*  paper tables and figures, drawn from cached intermediates
-#   results/logs/<stage>/<action>/...log     one log per job; results/benchmarks/... per-job timings
+# Path convention: every output lives under results/, one folder per stage named by the stage word (the same
+# word names the rule file, the package module, the `instag <stage>` command and the log folder):
+#   results/data/{dataset}.jsonl                   ingested records (+ .rejected.jsonl, .stats.json)
+#   results/tagging/{dataset}/shard-{shard}.jsonl  tag lines (+ .summary.json)
+#   results/normalize/                             collected pool, one file per step, normalized.jsonl
+#   results/quality/, results/analysis/            the judge's judgments; analysis intermediates
+#   results/sampling/{ablation}/{variant}.jsonl    samples (+ .stats.json); results/sampling/pool.jsonl
+#   results/tables/*.tsv, results/figures/*        paper tables and figures, drawn from cached intermediates
+#   results/logs/<stage>/<action>/...log           one log per job; results/benchmarks/<stage>/<action>/...
 # Run one stage or ablation by naming its target rule (e.g. `snakemake stage_data`) or an output file.
 
 from snakemake.utils import min_version
@@ -28,9 +33,10 @@ wildcard_constraints:
 
 include: "rules/data.smk"
 include: "rules/tagging.smk"
-include: "rules/sampling.smk"
 include: "rules/normalize.smk"
+include: "rules/quality.smk"
 include: "rules/analysis.smk"
+include: "rules/sampling.smk"
 
 
 rule all:

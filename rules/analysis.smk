@@ -1,12 +1,11 @@
 # Stage `analysis` (diversity, complexity, Figure 2)  <->  src/instag/analysis.py
-# and stage `quality` (LLM-judged tag precision and consistency)  <->  src/instag/quality.py
 #
 # Figures are drawn from the tables alone, so `snakemake --forcerun analysis_figures` needs nothing upstream.
 
 
 rule analysis_tables:
     input:
-        normalized="results/tags/normalized.jsonl",
+        normalized="results/normalize/normalized.jsonl",
     output:
         datasets="results/tables/analysis_datasets.tsv",
         frequency="results/tables/tag_frequency.tsv",
@@ -58,42 +57,8 @@ rule analysis_figures:
         " --score-name {params.score_name:q} > /dev/null 2> {log:q}"
 
 
-rule quality_judge:
-    input:
-        normalized="results/tags/normalized.jsonl",
-        records=get_records_files,
-    output:
-        judgments="results/quality/judgments.jsonl",
-        table="results/tables/tag_quality.tsv",
-        cost="results/tables/quality_cost_estimate.tsv",
-    log:
-        "results/logs/quality/judge.log",
-    benchmark:
-        "results/benchmarks/quality/judge.tsv"
-    conda:
-        "../envs/llm.yaml"
-    threads: threads_for("quality_judge")
-    resources:
-        **resources_for("quality_judge"),
-    params:
-        judge=get_quality_judge,
-        cache_dir=QUALITY["cache_dir"],
-        args=get_quality_args,
-    shell:
-        "instag -v quality judge --normalized {input.normalized:q} --records {input.records:q}"
-        " --judge {params.judge:q} --cache-dir {params.cache_dir:q} {params.args}"
-        " --out {output.judgments:q} --table {output.table:q} --cost-estimate {output.cost:q}"
-        " > /dev/null 2> {log:q}"
-
-
 rule stage_analysis:
     """Target: the analysis tables and figures (diversity, complexity, tag frequencies, Figure 2)."""
     input:
         rules.analysis_tables.output,
         rules.analysis_figures.output,
-
-
-rule stage_quality:
-    """Target: the LLM-judged tag quality table (precision and consistency)."""
-    input:
-        rules.quality_judge.output.table,

@@ -193,7 +193,7 @@ def get_sampling_tolerance():
 def get_ablation_samples(ablation):
     """Every sample file and statistics file of one ablation (the input of its target rule)."""
     return [
-        f"results/samples/{ablation}/{variant}.{ext}"
+        f"results/sampling/{ablation}/{variant}.{ext}"
         for variant in SAMPLING_VARIANTS[ablation]
         for ext in ("jsonl", "stats.json")
     ]
@@ -201,7 +201,7 @@ def get_ablation_samples(ablation):
 
 def get_sampling_stats(wildcards=None):
     return [
-        f"results/samples/{ablation}/{variant}.stats.json"
+        f"results/sampling/{ablation}/{variant}.stats.json"
         for ablation in SAMPLING_ABLATIONS
         for variant in SAMPLING_VARIANTS[ablation]
     ]
@@ -209,7 +209,7 @@ def get_sampling_stats(wildcards=None):
 
 def get_main_sample():
     """Algorithm 1's selection at N = `sampling.size`: the TagLM training set."""
-    return f"results/samples/size/n{SAMPLING['size']}.jsonl"
+    return f"results/sampling/size/n{SAMPLING['size']}.jsonl"
 
 
 def sampling_final_output():
@@ -239,14 +239,14 @@ def get_tag_shards(wildcards=None):
     """Every tagging shard of every dataset, in config order.
 
     The tagging section names them through `tagging_shard_files(dataset)`; until it exists, one shard per
-    dataset (results/tags/raw/<dataset>/shard-0.jsonl, or `tagging.shards` of them) is assumed.
+    dataset (results/tagging/<dataset>/shard-0.jsonl, or `tagging.shards` of them) is assumed.
     """
     named = globals().get("tagging_shard_files")
     if named is not None:
         return [path for dataset in DATASETS for path in named(dataset)]
     n = int(config.get("tagging", {}).get("shards", 1))
     return [
-        f"results/tags/raw/{dataset}/shard-{k}.jsonl"
+        f"results/tagging/{dataset}/shard-{k}.jsonl"
         for dataset in DATASETS
         for k in range(n)
     ]
@@ -257,7 +257,7 @@ def get_records_files(wildcards=None):
 
 
 def normalize_step_file(step):
-    return f"results/tags/normalize/{step}.json"
+    return f"results/normalize/{step}.json"
 
 
 def get_normalize_after(step):
@@ -389,7 +389,7 @@ def tagging_n_shards(dataset):
 def tagging_shard_files(dataset, ext="jsonl"):
     """The tag files (or, with ext="summary.json", the summaries) of every shard of one dataset."""
     return [
-        f"results/tags/raw/{dataset}/shard-{k}.{ext}"
+        f"results/tagging/{dataset}/shard-{k}.{ext}"
         for k in range(tagging_n_shards(dataset))
     ]
 

@@ -1,7 +1,7 @@
 # Stage `normalize`: raw tags -> canonical tags in four cached steps  <->  src/instag/normalize/
 #
 # collect (tagging shards -> one pool file), then frequency, lexical, semantic and association, each its own
-# file results/tags/normalize/<step>.json that replays the earlier steps, so changing one step's settings
+# file results/normalize/<step>.json that replays the earlier steps, so changing one step's settings
 # reruns only it and the steps after it; finalize writes the normalized records and the tables.
 
 
@@ -10,8 +10,8 @@ rule normalize_collect:
         shards=get_tag_shards,
         records=get_records_files,
     output:
-        pool="results/tags/normalize/raw.jsonl",
-        stats="results/tags/normalize/collect.json",
+        pool="results/normalize/raw.jsonl",
+        stats="results/normalize/collect.json",
     log:
         "results/logs/normalize/collect.log",
     conda:
@@ -114,10 +114,10 @@ rule normalize_finalize:
         pool=rules.normalize_collect.output.pool,
         steps=[normalize_step_file(s) for s in NORMALIZE_STEPS],
     output:
-        normalized="results/tags/normalized.jsonl",
+        normalized="results/normalize/normalized.jsonl",
         mapping="results/tables/tag_mapping.tsv",
         table="results/tables/normalization_steps.tsv",
-        summary="results/tags/normalize/summary.json",
+        summary="results/normalize/summary.json",
     log:
         "results/logs/normalize/finalize.log",
     conda:
@@ -132,6 +132,6 @@ rule normalize_finalize:
 
 
 rule stage_normalize:
-    """Target: normalize the tags; results/tags/normalized.jsonl and the step counts and mapping tables."""
+    """Target: normalize the tags; results/normalize/normalized.jsonl and the step counts and mapping tables."""
     input:
         rules.normalize_finalize.output,

@@ -2,15 +2,15 @@
 #
 # One rule per ablation (variants are wildcard values from `sampling.ablations`), so that
 # `snakemake --forcerun sampling_diversity` reruns only the diversity variants and what depends on them,
-# and `snakemake ablation_diversity` (or one results/samples/diversity/<variant>.jsonl) builds nothing else.
+# and `snakemake ablation_diversity` (or one results/sampling/diversity/<variant>.jsonl) builds nothing else.
 
 
 rule sampling_pool:
     input:
-        tags="results/tags/normalized.jsonl",
+        tags="results/normalize/normalized.jsonl",
     output:
-        pool="results/samples/pool.jsonl",
-        stats="results/samples/pool.stats.json",
+        pool="results/sampling/pool.jsonl",
+        stats="results/sampling/pool.stats.json",
         table="results/tables/pool.tsv",
     log:
         "results/logs/sampling/pool.log",
@@ -30,8 +30,8 @@ rule sampling_complexity:
     input:
         pool=rules.sampling_pool.output.pool,
     output:
-        sample="results/samples/complexity/{variant}.jsonl",
-        stats="results/samples/complexity/{variant}.stats.json",
+        sample="results/sampling/complexity/{variant}.jsonl",
+        stats="results/sampling/complexity/{variant}.stats.json",
     log:
         "results/logs/sampling/select/complexity/{variant}.log",
     benchmark:
@@ -56,8 +56,8 @@ rule sampling_complexity:
 
 use rule sampling_complexity as sampling_diversity with:
     output:
-        sample="results/samples/diversity/{variant}.jsonl",
-        stats="results/samples/diversity/{variant}.stats.json",
+        sample="results/sampling/diversity/{variant}.jsonl",
+        stats="results/sampling/diversity/{variant}.stats.json",
     log:
         "results/logs/sampling/select/diversity/{variant}.log",
     benchmark:
@@ -73,8 +73,8 @@ use rule sampling_complexity as sampling_diversity with:
 
 use rule sampling_complexity as sampling_size with:
     output:
-        sample="results/samples/size/{variant}.jsonl",
-        stats="results/samples/size/{variant}.stats.json",
+        sample="results/sampling/size/{variant}.jsonl",
+        stats="results/sampling/size/{variant}.stats.json",
     log:
         "results/logs/sampling/select/size/{variant}.log",
     benchmark:
@@ -90,8 +90,8 @@ use rule sampling_complexity as sampling_size with:
 
 use rule sampling_complexity as sampling_random with:
     output:
-        sample="results/samples/random/{variant}.jsonl",
-        stats="results/samples/random/{variant}.stats.json",
+        sample="results/sampling/random/{variant}.jsonl",
+        stats="results/sampling/random/{variant}.stats.json",
     log:
         "results/logs/sampling/select/random/{variant}.log",
     benchmark:

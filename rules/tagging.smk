@@ -30,8 +30,8 @@ rule tagging_tag_shard:
         records="results/data/{dataset}.jsonl",
         estimate=rules.tagging_estimate_cost.output.table,
     output:
-        tags="results/tags/raw/{dataset}/shard-{shard}.jsonl",
-        summary="results/tags/raw/{dataset}/shard-{shard}.summary.json",
+        tags="results/tagging/{dataset}/shard-{shard}.jsonl",
+        summary="results/tagging/{dataset}/shard-{shard}.summary.json",
     log:
         "results/logs/tagging/tag_shard/{dataset}/shard-{shard}.log",
     benchmark:

@@ -1,6 +1,6 @@
 """Preliminary analysis (paper.md §4): per-dataset diversity and complexity, tag frequencies, Figure 2.
 
-Definitions (paper.md §4.1), over the normalized records (``results/tags/normalized.jsonl``):
+Definitions (paper.md §4.1), over the normalized records (``results/normalize/normalized.jsonl``):
 
 - diversity of dataset D: its tag-set size |T_D| = |union of T(q) over D| and its coverage of the whole tag
   set, |T_D| / |T_all|, where T_all is the union over every dataset analysed;
@@ -361,7 +361,7 @@ def add_cli(sub) -> None:
         description="Preliminary analysis (paper §3.4): tables from the normalized tags, figures from the tables.",
     )
     acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    t = acts.add_parser("tables", help="write the analysis tables from results/tags/normalized.jsonl")
+    t = acts.add_parser("tables", help="write the analysis tables from results/normalize/normalized.jsonl")
     t.add_argument("--normalized", required=True, help="normalized records JSONL")
     t.add_argument("--datasets", nargs="*", default=None, help="datasets to analyse, in order (default: all)")
     t.add_argument("--names", default="{}", help="JSON map dataset -> display name")

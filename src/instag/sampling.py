@@ -2,12 +2,12 @@
 
 Inputs and outputs::
 
-    results/tags/normalized.jsonl            {"id", "dataset", "tags": [sorted canonical tags], "status"?}
-    results/samples/pool.jsonl               the pool: records of the configured datasets, untagged ones left out
-    results/samples/pool.stats.json          size, tag count, average tags, per-dataset counts
+    results/normalize/normalized.jsonl            {"id", "dataset", "tags": [sorted canonical tags], "status"?}
+    results/sampling/pool.jsonl               the pool: records of the configured datasets, untagged ones left out
+    results/sampling/pool.stats.json          size, tag count, average tags, per-dataset counts
     results/tables/pool.tsv                  the same beside the paper's 306,044 / 6,398 / 4.48
-    results/samples/<ablation>/<variant>.jsonl        {"id", "dataset", "tags"} in selection order
-    results/samples/<ablation>/<variant>.stats.json   targets, achieved size/coverage/complexity, composition
+    results/sampling/<ablation>/<variant>.jsonl        {"id", "dataset", "tags"} in selection order
+    results/sampling/<ablation>/<variant>.stats.json   targets, achieved size/coverage/complexity, composition
     results/tables/samples.tsv               one row per variant
     results/figures/sampling_coverage_complexity.{png,pdf}
 

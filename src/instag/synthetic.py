@@ -4,7 +4,7 @@ The paper's pool has ~300K queries, >12K raw tag strings, 6.4K-6.6K normalized t
 query, with a long tail of queries carrying 20+ tags (paper.md §1.5, §2.2, §5.1). Real tagged data at that
 scale does not exist here, so the normalization and sampling benchmarks draw pools from this module:
 
-- :func:`canonical_pool` gives already-normalized tag sets (what ``results/tags/normalized.jsonl`` holds),
+- :func:`canonical_pool` gives already-normalized tag sets (what ``results/normalize/normalized.jsonl`` holds),
   for the sampling stage: Zipf-distributed tag frequencies, a skewed number of tags per query, and tag
   pairs that co-occur.
 - :func:`synthetic_pool` gives raw tag strings (what the tagging stage produces): the same structure, plus
@@ -178,7 +178,7 @@ def canonical_pool(
 ) -> list[list[str]]:
     """Already-normalized tag sets at paper scale (defaults: 6.4K tags, ~4.5 tags per query, up to 40).
 
-    Each inner list is sorted and free of repeats, like the ``tags`` of ``results/tags/normalized.jsonl``.
+    Each inner list is sorted and free of repeats, like the ``tags`` of ``results/normalize/normalized.jsonl``.
     Deterministic for a given seed.
     """
     arrays = pool_arrays(
@@ -267,7 +267,7 @@ def synthetic_pool(
 
 
 def as_tag_lines(pool: list[list[str]], dataset: str = "synthetic", queries_per_record: int = 1) -> list[dict]:
-    """Tagging-stage lines (``results/tags/raw/<dataset>/shard-<k>.jsonl``) for a raw pool.
+    """Tagging-stage lines (``results/tagging/<dataset>/shard-<k>.jsonl``) for a raw pool.
 
     With ``queries_per_record`` > 1, consecutive queries form one multi-turn record (ids ``<dataset>-<n>``).
     """

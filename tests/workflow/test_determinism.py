@@ -31,13 +31,13 @@ pytestmark = pytest.mark.slow
 EXCLUDED = {
     "results/logs/**": "logs carry timestamps, process ids, durations and tqdm rates",
     "results/benchmarks/**": "Snakemake benchmark TSVs are wall-clock times and memory peaks of each job",
-    "results/tags/raw/*/shard-*.summary.json": "per-shard seconds and rates; calls vs cache hits (run 2 is served "
+    "results/tagging/*/shard-*.summary.json": "per-shard seconds and rates; calls vs cache hits (run 2 is served "
     "from run 1's tagging cache)",
     "results/tables/tagging.tsv": "the shard summaries gathered: seconds, queries/s, calls vs cache hits",
 }
 
 #: JSON outputs compared without their timing fields (any key ending in "seconds"), which measure the run.
-TIMED_JSON = ["results/tags/normalize/*.json"]
+TIMED_JSON = ["results/normalize/*.json"]
 
 
 def _drop_timings(obj):
@@ -98,8 +98,8 @@ def test_same_config_and_seed_give_identical_outputs(two_runs):
     assert "results/tables/datasets.tsv" in a
     assert any(rel.endswith(".rejected.jsonl") for rel in a)
     assert sum(rel.startswith("results/data/") and rel.endswith(".jsonl") for rel in a) >= 2
-    assert "results/tables/samples.tsv" in a and "results/tags/normalized.jsonl" in a
-    assert any(rel.startswith("results/tags/raw/") for rel in a)
+    assert "results/tables/samples.tsv" in a and "results/normalize/normalized.jsonl" in a
+    assert any(rel.startswith("results/tagging/") for rel in a)
     assert any(rel.startswith("results/figures/") for rel in a)
 
 

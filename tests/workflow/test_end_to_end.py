@@ -49,7 +49,7 @@ def test_normalized_tags_cover_every_ingested_record(full_run):
     workdir, _, _ = full_run
     results = workdir / "results"
     ids = {json.loads(x)["id"] for d in DATASETS for x in (results / "data" / f"{d}.jsonl").read_text().splitlines()}
-    normalized = [json.loads(x) for x in (results / "tags" / "normalized.jsonl").read_text().splitlines()]
+    normalized = [json.loads(x) for x in (results / "normalize" / "normalized.jsonl").read_text().splitlines()]
     assert {r["id"] for r in normalized} == ids
     assert any(r["tags"] for r in normalized)
     steps = read_tsv(results / "tables" / "normalization_steps.tsv")

@@ -362,7 +362,7 @@ def _snakemake_cmd(workdir: Path, cfg: Path, *args: str) -> list[str]:
 
 
 def _tag_outputs(workdir: Path) -> dict[str, bytes]:
-    raw = workdir / "results" / "tags" / "raw"
+    raw = workdir / "results" / "tagging"
     files = sorted(p for p in raw.rglob("shard-*.jsonl"))
     return {str(p.relative_to(workdir)): p.read_bytes() for p in files}
 

@@ -38,14 +38,14 @@ VOCAB = [
 
 
 def write_shards(workdir: Path) -> tuple[int, set[str]]:
-    """One shard per dataset (results/tags/raw/<dataset>/shard-0.jsonl): deterministic tags, every 9th query
+    """One shard per dataset (results/tagging/<dataset>/shard-0.jsonl): deterministic tags, every 9th query
     failed; returns the number of records and the raw tags written."""
     n_records, raw = 0, set()
     k = 0
     for path in sorted((workdir / "results" / "data").glob("*.jsonl")):
         if path.name.endswith(".rejected.jsonl"):
             continue
-        out = workdir / "results" / "tags" / "raw" / path.stem / "shard-0.jsonl"
+        out = workdir / "results" / "tagging" / path.stem / "shard-0.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w") as fh:
             for line in path.read_text().splitlines():
@@ -95,7 +95,7 @@ def test_normalize_analysis_quality_rules(workdir):
     assert set(mapping) == raw
     assert all(r["canonical"] or r["status"] == "dropped" for r in mapping.values())
     assert mapping["Information Retrieval."]["canonical"] == mapping["information retrieval"]["canonical"]
-    records = [json.loads(x) for x in (res / "tags" / "normalized.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (res / "normalize" / "normalized.jsonl").read_text().splitlines()]
     assert len(records) == n_records
     canonical = {r["canonical"] for r in mapping.values()} - {""}
     assert {t for r in records for t in r["tags"]} <= canonical

@@ -1,4 +1,4 @@
-"""The sampling rules on a hand-made results/tags/normalized.jsonl: one variant builds alone, a forced rerun of
+"""The sampling rules on a hand-made results/normalize/normalized.jsonl: one variant builds alone, a forced rerun of
 one ablation reruns only its jobs and what depends on them, an unreachable target fails its job with the reach."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SAMPLING = {
 def setup(workdir: Path, **sampling) -> Path:
     """A config with the sampling section above and 600 synthetic tagged records (15 untagged)."""
     pa = pool_arrays(600, 120, 0, dispersion=1.5, mean_tags=3.5)
-    tags = workdir / "results" / "tags" / "normalized.jsonl"
+    tags = workdir / "results" / "normalize" / "normalized.jsonl"
     tags.parent.mkdir(parents=True)
     with open(tags, "w") as fh:
         for i, t in enumerate(pa.to_lists()):
@@ -51,7 +51,7 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 def test_one_variant_builds_nothing_else(workdir):
     cfg = setup(workdir)
-    proc = snakemake(workdir, cfg, "-n", "results/samples/diversity/cov70.jsonl")
+    proc = snakemake(workdir, cfg, "-n", "results/sampling/diversity/cov70.jsonl")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout) == {"sampling_pool": 1, "sampling_diversity": 1}
     proc = snakemake(workdir, cfg, "-n", "ablation_random")
@@ -60,7 +60,7 @@ def test_one_variant_builds_nothing_else(workdir):
 
 def test_unconfigured_variant_has_no_rule(workdir):
     cfg = setup(workdir)
-    proc = snakemake(workdir, cfg, "-n", "results/samples/diversity/cov55.jsonl")
+    proc = snakemake(workdir, cfg, "-n", "results/sampling/diversity/cov55.jsonl")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "MissingRuleException" in out or "No rule to produce" in out
@@ -79,7 +79,7 @@ def test_forcerun_one_ablation_reruns_only_its_jobs(workdir):
     cfg = setup(workdir)
     proc = snakemake(workdir, cfg, "stage_sampling")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    samples = workdir / "results" / "samples"
+    samples = workdir / "results" / "sampling"
     before = {p: p.read_bytes() for p in samples.rglob("*.json*")}
     assert len(before) == 2 + 2 * 10  # the pool + 10 variants (jsonl + stats)
     rows = {(r["ablation"], r["variant"]): r for r in _tsv(workdir / "results" / "tables" / "samples.tsv")}
@@ -111,7 +111,7 @@ def test_unreachable_target_fails_its_job_with_the_reach(workdir):
     assert proc.returncode != 0
     log = (workdir / "results" / "logs" / "sampling" / "select" / "complexity" / "tags9.log").read_text()
     assert "cannot build size 100, coverage 1" in log and "the pool reaches [" in log
-    assert not (workdir / "results" / "samples" / "complexity" / "tags9.jsonl").exists()
+    assert not (workdir / "results" / "sampling" / "complexity" / "tags9.jsonl").exists()
 
 
 def _tsv(path: Path) -> list[dict[str, str]]:

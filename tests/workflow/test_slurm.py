@@ -48,7 +48,7 @@ def cluster_config() -> dict:
 #: Files under results/ that may differ between two correct runs (timings); everything else must be equal.
 VOLATILE = ("results/logs/", "results/benchmarks/")
 #: Timing fields of otherwise deterministic files: dropped (JSON keys, TSV columns) before comparing.
-TIMED_FILES = re.compile(r"results/tags/raw/.*\.summary\.json$|results/tables/tagging\.tsv$")
+TIMED_FILES = re.compile(r"results/tagging/.*\.summary\.json$|results/tables/tagging\.tsv$")
 TIMING_FIELDS = {"seconds", "call_seconds", "queries_per_s"}
 
 #: Test-only overrides of the profile for a 2-CPU node: poll sacct after 1 s, not 20 (saves ~20 s per wave),

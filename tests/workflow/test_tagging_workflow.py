@@ -20,7 +20,7 @@ SHARD_SIZE = CONFIG["tagging"]["shard_size"]
 
 def _lines(workdir, dataset):
     shards = sorted(
-        (workdir / "results" / "tags" / "raw" / dataset).glob("shard-*.jsonl"), key=lambda p: int(p.stem.split("-")[1])
+        (workdir / "results" / "tagging" / dataset).glob("shard-*.jsonl"), key=lambda p: int(p.stem.split("-")[1])
     )
     return shards, [json.loads(x) for p in shards for x in p.read_text().splitlines()]
 

@@ -3,12 +3,12 @@
 The stage runs as separate steps, each with its own cached output so that changing one step's parameters
 reruns only that step and the ones after it::
 
-    collect      tagging shards -> results/tags/normalize/raw.jsonl (one line per record, raw tags per query)
-    frequency    -> results/tags/normalize/frequency.json    (alpha, kept/dropped tags)
-    lexical      -> results/tags/normalize/lexical.json      (stem-key groups, display names)
-    semantic     -> results/tags/normalize/semantic.json     (embedding clusters)
-    association  -> results/tags/normalize/association.json  (recursive FP-Growth rule merges)
-    finalize     -> results/tags/normalized.jsonl, results/tables/tag_mapping.tsv,
+    collect      tagging shards -> results/normalize/raw.jsonl (one line per record, raw tags per query)
+    frequency    -> results/normalize/frequency.json    (alpha, kept/dropped tags)
+    lexical      -> results/normalize/lexical.json      (stem-key groups, display names)
+    semantic     -> results/normalize/semantic.json     (embedding clusters)
+    association  -> results/normalize/association.json  (recursive FP-Growth rule merges)
+    finalize     -> results/normalize/normalized.jsonl, results/tables/tag_mapping.tsv,
                     results/tables/normalization_steps.tsv
 
 Each step file holds ``mapping`` (every tag the step saw -> its new name, or null when dropped) plus the
@@ -16,7 +16,7 @@ step's statistics. A step reads the raw pool and the earlier step files and repl
 steps stay independent files and the chain is traceable: ``tag_mapping.tsv`` lists every raw tag with its
 count, its name after every step, its canonical tag (or none), and the step that merged or dropped it.
 
-``results/tags/normalized.jsonl`` has one line per record in the pool's order (config dataset order, then
+``results/normalize/normalized.jsonl`` has one line per record in the pool's order (config dataset order, then
 record order)::
 
     {"id", "dataset", "tags": [sorted canonical tags], "queries": [[sorted tags] | null, ...], "status"}
@@ -234,7 +234,7 @@ def _describe(res: dict) -> str:
 
 
 def read_normalized(path: str | Path):
-    """Iterate the records of ``results/tags/normalized.jsonl``."""
+    """Iterate the records of ``results/normalize/normalized.jsonl``."""
     for line, rec in iter_jsonl(path):
         if not isinstance(rec, dict) or "tags" not in rec or "dataset" not in rec:
             raise InputError(path, "a normalized record needs 'id', 'dataset' and 'tags'", line)
@@ -245,7 +245,7 @@ def read_normalized(path: str | Path):
 
 
 def _add_pool_args(a, step: str | None = None) -> None:
-    a.add_argument("--pool", required=True, help="collected pool (results/tags/normalize/raw.jsonl)")
+    a.add_argument("--pool", required=True, help="collected pool (results/normalize/raw.jsonl)")
     if step and step != "frequency":
         before = STEPS[: STEPS.index(step)]
         a.add_argument(
@@ -277,7 +277,7 @@ def add_cli(sub) -> None:
     c = acts.add_parser(
         "collect",
         help="gather tagging shards into one pool file",
-        description="Gather results/tags/raw/<dataset>/shard-*.jsonl into one line per record.",
+        description="Gather results/tagging/<dataset>/shard-*.jsonl into one line per record.",
     )
     c.add_argument("--shards", nargs="+", required=True, help="tagging shard files")
     c.add_argument(

@@ -5,7 +5,7 @@ of query ``i`` (sorted, no repeats), ``names[id]`` the tag strings. A step retur
 saw to new names (or ``None`` for dropped), and :meth:`TagPool.relabel` applies it; the per-query structure
 and the record (session) structure stay as they are. Tag counts are numbers of queries carrying the tag.
 
-On disk the collected pool is ``results/tags/normalize/raw.jsonl``, one line per record in a stable order
+On disk the collected pool is ``results/normalize/raw.jsonl``, one line per record in a stable order
 (config dataset order, then record order)::
 
     {"id": str, "dataset": str, "queries": [[raw tag, ...] | null, ...]}

@@ -1,0 +1,37 @@
+# Stage `quality`: LLM-judged tag precision and consistency  <->  src/instag/quality.py
+#
+# The judge's calls are cached in `quality.cache_dir` (outside results/), like tagging's.
+
+
+rule quality_judge:
+    input:
+        normalized="results/normalize/normalized.jsonl",
+        records=get_records_files,
+    output:
+        judgments="results/quality/judgments.jsonl",
+        table="results/tables/tag_quality.tsv",
+        cost="results/tables/quality_cost_estimate.tsv",
+    log:
+        "results/logs/quality/judge.log",
+    benchmark:
+        "results/benchmarks/quality/judge.tsv"
+    conda:
+        "../envs/llm.yaml"
+    threads: threads_for("quality_judge")
+    resources:
+        **resources_for("quality_judge"),
+    params:
+        judge=get_quality_judge,
+        cache_dir=QUALITY["cache_dir"],
+        args=get_quality_args,
+    shell:
+        "instag -v quality judge --normalized {input.normalized:q} --records {input.records:q}"
+        " --judge {params.judge:q} --cache-dir {params.cache_dir:q} {params.args}"
+        " --out {output.judgments:q} --table {output.table:q} --cost-estimate {output.cost:q}"
+        " > /dev/null 2> {log:q}"
+
+
+rule stage_quality:
+    """Target: the LLM-judged tag quality table (precision and consistency)."""
+    input:
+        rules.quality_judge.output.table,
