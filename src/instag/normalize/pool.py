@@ -16,6 +16,7 @@ A3), repeats within a query removed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -123,21 +124,15 @@ class TagPool:
         record_datasets: Sequence[str] | None = None,
     ) -> TagPool:
         """Build from per-query tag lists (``None`` for a failed query); one record per query by default."""
-        vocab: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        ok = np.ones(len(queries), dtype=bool)
-        for q, tags in enumerate(queries):
-            if tags is None:
-                ok[q] = False
-                continue
-            for t in tags:
-                rows.append(q)
-                cols.append(vocab.setdefault(t, len(vocab)))
         n = len(queries)
-        indptr, indices = _csr_from_pairs(
-            np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64), n, max(len(vocab), 1)
-        )
+        ok = np.fromiter((q is not None for q in queries), dtype=bool, count=n)
+        lengths = np.fromiter((len(q) if q is not None else 0 for q in queries), dtype=np.int64, count=n)
+        flat = list(itertools.chain.from_iterable(q for q in queries if q))
+        vocab: dict[str, int] = {}
+        setdefault = vocab.setdefault
+        cols = np.fromiter((setdefault(t, len(vocab)) for t in flat), dtype=np.int64, count=len(flat))
+        rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        indptr, indices = _csr_from_pairs(rows, cols, n, max(len(vocab), 1))
         if record_ptr is None:
             record_ptr = np.arange(n + 1, dtype=np.int64)
             record_ids = record_ids or [str(i) for i in range(n)]
