@@ -21,12 +21,13 @@ rerun needs nothing upstream.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from .errors import InputError
 from .io import iter_jsonl, read_tsv, write_tsv
@@ -44,51 +45,111 @@ def _read(path: str | Path):
         yield rec
 
 
-def dataset_measures(records: Sequence[dict], order: Sequence[str] | None = None) -> tuple[list[dict], dict]:
-    """Per-dataset rows (see the module docstring) and the record-level tag counts they were built from."""
-    per: dict[str, dict] = defaultdict(
-        lambda: {"records": 0, "untagged": 0, "tag_sum": 0, "queries": 0, "query_tag_sum": 0, "tags": Counter()}
-    )
-    overall: Counter = Counter()
-    query_counts: Counter = Counter()
+class TagCounts:
+    """Tag counts over the analysed records, as arrays over one vocabulary ``names`` (first-seen order).
+
+    ``per_dataset[d, t]``: records of dataset ``order[d]`` carrying tag ``t`` (tagged records only);
+    ``queries[t]``: tagged queries carrying ``t``. Built in one pass over the records, then numpy only.
+    """
+
+    def __init__(self, names: list[str], datasets: list[str], per_dataset, queries):
+        self.names, self.datasets, self.per_dataset, self.queries = names, datasets, per_dataset, queries
+        self.overall = per_dataset.sum(axis=0)
+
+    def ranked(self, counts) -> list[int]:
+        """Tag ids with a count > 0, by count descending, then tag name (Python string order)."""
+        alpha = np.empty(len(self.names), dtype=np.int64)
+        alpha[sorted(range(len(self.names)), key=self.names.__getitem__)] = np.arange(len(self.names))
+        ids = np.flatnonzero(counts > 0)
+        return ids[np.lexsort((alpha[ids], -counts[ids]))].tolist()
+
+
+def _accumulate(records, keep: set[str] | None = None):
+    """One pass over the records: flat tag lists and per-record/per-query lengths (the only Python loop)."""
+    ds_index: dict[str, int] = {}
+    rec_ds: list[int] = []
+    untagged: list[bool] = []
+    tag_flat: list[str] = []
+    tag_len: list[int] = []
+    q_flat: list[str] = []
+    q_len: list[int] = []
+    q_rec: list[int] = []
     for rec in records:
-        d = per[rec["dataset"]]
-        d["records"] += 1
-        if rec.get("status") == "untagged":
-            d["untagged"] += 1
+        name = rec["dataset"]
+        if keep is not None and name not in keep:
             continue
+        r = len(rec_ds)
+        rec_ds.append(ds_index.setdefault(name, len(ds_index)))
+        if rec.get("status") == "untagged":
+            untagged.append(True)
+            tag_len.append(0)
+            continue
+        untagged.append(False)
         tags = rec["tags"]
-        d["tag_sum"] += len(tags)
-        d["tags"].update(tags)
-        overall.update(tags)
+        tag_flat.extend(tags)
+        tag_len.append(len(tags))
         for q in rec.get("queries") or [tags]:
             if q is None:
                 continue
-            d["queries"] += 1
-            d["query_tag_sum"] += len(q)
-            query_counts.update(q)
-    total = len(overall)
-    names = list(order or []) + sorted(set(per) - set(order or []))
+            q_flat.extend(q)
+            q_len.append(len(q))
+            q_rec.append(r)
+    return ds_index, rec_ds, untagged, tag_flat, tag_len, q_flat, q_len, q_rec
+
+
+def _measures(acc, order: Sequence[str] | None) -> tuple[list[dict], TagCounts]:
+    ds_index, rec_ds, untagged, tag_flat, tag_len, q_flat, q_len, q_rec = acc
+    vocab: dict[str, int] = {}
+    setdefault = vocab.setdefault
+    t_codes = np.fromiter((setdefault(t, len(vocab)) for t in tag_flat), dtype=np.int64, count=len(tag_flat))
+    q_codes = np.fromiter((setdefault(t, len(vocab)) for t in q_flat), dtype=np.int64, count=len(q_flat))
+    n_ds, n_tags = len(ds_index), len(vocab)
+    rec_ds_a = np.asarray(rec_ds, dtype=np.int64)
+    untagged_a = np.asarray(untagged, dtype=bool)
+    tag_len_a = np.asarray(tag_len, dtype=np.int64)
+    q_ds = rec_ds_a[np.asarray(q_rec, dtype=np.int64)]
+    q_len_a = np.asarray(q_len, dtype=np.int64)
+
+    records = np.bincount(rec_ds_a, minlength=n_ds)
+    n_untagged = np.bincount(rec_ds_a[untagged_a], minlength=n_ds)
+    tag_sum = np.bincount(np.repeat(rec_ds_a, tag_len_a), minlength=n_ds)
+    queries = np.bincount(q_ds, minlength=n_ds)
+    query_tag_sum = np.bincount(np.repeat(q_ds, q_len_a), minlength=n_ds)
+    entry_ds = np.repeat(rec_ds_a, tag_len_a)
+    per = np.bincount(entry_ds * n_tags + t_codes, minlength=n_ds * n_tags).reshape(n_ds, n_tags)
+    q_counts = np.bincount(q_codes, minlength=n_tags)
+    distinct = (per > 0).sum(axis=1)
+    total = int((per.sum(axis=0) > 0).sum())
+
+    names = list(order or []) + sorted(set(ds_index) - set(order or []))
     rows = []
     for name in names:
-        if name not in per:
+        if name not in ds_index:
             continue
-        d = per[name]
-        tagged = d["records"] - d["untagged"]
+        d = ds_index[name]
+        n_rec, n_unt = int(records[d]), int(n_untagged[d])
+        tagged, n_q, n_d = n_rec - n_unt, int(queries[d]), int(distinct[d])
         rows.append(
             {
                 "dataset": name,
-                "records": d["records"],
+                "records": n_rec,
                 "records_tagged": tagged,
-                "records_untagged": d["untagged"],
-                "queries_tagged": d["queries"],
-                "tags": len(d["tags"]),
-                "coverage": len(d["tags"]) / total if total else 0.0,
-                "complexity": d["tag_sum"] / tagged if tagged else float("nan"),
-                "tags_per_query": d["query_tag_sum"] / d["queries"] if d["queries"] else float("nan"),
+                "records_untagged": n_unt,
+                "queries_tagged": n_q,
+                "tags": n_d,
+                "coverage": n_d / total if total else 0.0,
+                "complexity": int(tag_sum[d]) / tagged if tagged else float("nan"),
+                "tags_per_query": int(query_tag_sum[d]) / n_q if n_q else float("nan"),
             }
         )
-    return rows, {"overall": overall, "queries": query_counts, "per_dataset": {k: v["tags"] for k, v in per.items()}}
+    by_order = [ds_index[r["dataset"]] for r in rows]
+    counts = TagCounts(list(vocab), [r["dataset"] for r in rows], per[by_order], q_counts)
+    return rows, counts
+
+
+def dataset_measures(records: Sequence[dict], order: Sequence[str] | None = None) -> tuple[list[dict], TagCounts]:
+    """Per-dataset rows (see the module docstring) and the tag counts (:class:`TagCounts`) they were built from."""
+    return _measures(_accumulate(records), order)
 
 
 def correlations(rows: Sequence[dict], score_name: str) -> list[dict]:
@@ -136,17 +197,29 @@ def tables(
     top_k: int = 10,
     datasets: Sequence[str] | None = None,
 ) -> dict:
-    """Write the analysis tables from the normalized records; return a summary."""
+    """Write the analysis tables from the normalized records (results/normalize/normalized.jsonl).
+
+    Args:
+        normalized: normalized records JSONL
+        out_datasets: per-dataset measures TSV to write
+        out_frequency: tag frequency TSV to write
+        out_top: top tags per dataset TSV to write
+        out_coverage: dataset x dataset tag coverage TSV to write
+        out_correlation: measure x score correlation TSV to write
+        names: JSON map dataset -> display name
+        scores: JSON map dataset -> downstream score
+        score_name: name of the downstream score
+        top_k: top tags per dataset
+        datasets: datasets to analyse, in order (default: all)
+    """
     names, scores = names or {}, scores or {}
     unknown = sorted(set(scores) - set(datasets or scores))
     if datasets is not None and unknown:
         log.warning("scores given for datasets not analysed (ignored): %s", ", ".join(unknown))
-    records = list(_read(normalized))
-    if datasets is not None:
-        records = [r for r in records if r["dataset"] in set(datasets)]
-    if not records:
+    rows, counts = _measures(_accumulate(_read(normalized), set(datasets) if datasets is not None else None), datasets)
+    if not rows:
         raise InputError(normalized, "no records to analyse")
-    rows, counts = dataset_measures(records, datasets)
+    n_records = sum(r["records"] for r in rows)
     for r in rows:
         r["name"] = names.get(r["dataset"], r["dataset"])
         r["score"] = scores.get(r["dataset"], "")
@@ -165,38 +238,43 @@ def tables(
     ]
     write_tsv(out_datasets, rows, columns)
 
-    per = counts["per_dataset"]
+    per = counts.per_dataset  # datasets (rows' order) x tags
     n_tagged = sum(r["records_tagged"] for r in rows)
+    in_datasets = (per > 0).sum(axis=0).tolist()
+    overall = counts.overall.tolist()
+    q_counts = counts.queries.tolist()
     freq_rows = [
         {
             "rank": i,
-            "tag": tag,
-            "records": c,
-            "queries": counts["queries"][tag],
-            "share_of_records": c / n_tagged if n_tagged else 0.0,
-            "datasets": sum(1 for d in per.values() if tag in d),
+            "tag": counts.names[t],
+            "records": overall[t],
+            "queries": q_counts[t],
+            "share_of_records": overall[t] / n_tagged if n_tagged else 0.0,
+            "datasets": in_datasets[t],
         }
-        for i, (tag, c) in enumerate(sorted(counts["overall"].items(), key=lambda tc: (-tc[1], tc[0])), start=1)
+        for i, t in enumerate(counts.ranked(counts.overall), start=1)
     ]
     write_tsv(out_frequency, freq_rows, ["rank", "tag", "records", "queries", "share_of_records", "datasets"])
 
     top_rows = []
-    for r in rows:
-        ranked = sorted(per[r["dataset"]].items(), key=lambda tc: (-tc[1], tc[0]))[:top_k]
-        for i, (tag, c) in enumerate(ranked, start=1):
+    for d, r in enumerate(rows):
+        row_counts = per[d]
+        for i, t in enumerate(counts.ranked(row_counts)[:top_k], start=1):
+            c = int(row_counts[t])
             share = c / r["records_tagged"] if r["records_tagged"] else 0.0
-            top_rows.append({"dataset": r["dataset"], "rank": i, "tag": tag, "records": c, "share": share})
+            top_rows.append({"dataset": r["dataset"], "rank": i, "tag": counts.names[t], "records": c, "share": share})
     write_tsv(out_top, top_rows, ["dataset", "rank", "tag", "records", "share"])
 
     # coverage[i][j]: the share of dataset j's tags that dataset i also has (Figure 2b's heat-map)
     order = [r["dataset"] for r in rows]
+    present = (per > 0).astype(np.int64)
+    shared = (present @ present.T).tolist()
+    sizes = present.sum(axis=1).tolist()
     cov_rows = []
-    for i in order:
-        ti = set(per[i])
-        row = {"dataset": i}
-        for j in order:
-            tj = set(per[j])
-            row[j] = len(ti & tj) / len(tj) if tj else float("nan")
+    for i, name in enumerate(order):
+        row = {"dataset": name}
+        for j, other in enumerate(order):
+            row[other] = shared[i][j] / sizes[j] if sizes[j] else float("nan")
         cov_rows.append(row)
     write_tsv(out_coverage, cov_rows, ["dataset", *order])
 
@@ -208,8 +286,8 @@ def tables(
     )
     return {
         "datasets": len(rows),
-        "records": len(records),
-        "tags": len(counts["overall"]),
+        "records": n_records,
+        "tags": int((counts.overall > 0).sum()),
         "with_score": sum(1 for r in rows if r["score"] != ""),
         "correlation": {c["measure"]: c.get("spearman_rho") for c in corr},
     }
@@ -245,7 +323,17 @@ def figures(
     score_name: str = "AlpacaEval",
     top_datasets: int = 12,
 ) -> dict:
-    """Draw the analysis figures (PNG and PDF) from the tables alone."""
+    """Draw the analysis figures (PNG and PDF) from the tables alone.
+
+    Args:
+        datasets_tsv: per-dataset measures TSV (from 'instag analysis tables')
+        frequency_tsv: tag frequency TSV
+        top_tsv: top tags per dataset TSV
+        coverage_tsv: dataset x dataset tag coverage TSV
+        outdir: folder for the PNG and PDF files
+        score_name: name of the downstream score
+        top_datasets: datasets shown in the coverage heat-map
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,52 +439,3 @@ def figures(
     return {"figures": written}
 
 
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser(
-        "analysis",
-        help="per-dataset diversity and complexity, tag frequencies, Figure 2",
-        description="Preliminary analysis (paper §3.4): tables from the normalized tags, figures from the tables.",
-    )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    t = acts.add_parser("tables", help="write the analysis tables from results/normalize/normalized.jsonl")
-    t.add_argument("--normalized", required=True, help="normalized records JSONL")
-    t.add_argument("--datasets", nargs="*", default=None, help="datasets to analyse, in order (default: all)")
-    t.add_argument("--names", default="{}", help="JSON map dataset -> display name")
-    t.add_argument("--scores", default="{}", help="JSON map dataset -> downstream score")
-    t.add_argument("--score-name", default="AlpacaEval", help="name of the downstream score")
-    t.add_argument("--top-k", type=int, default=10, help="top tags per dataset")
-    t.add_argument("--out-datasets", required=True, help="per-dataset measures TSV")
-    t.add_argument("--out-frequency", required=True, help="tag frequency TSV")
-    t.add_argument("--out-top", required=True, help="top tags per dataset TSV")
-    t.add_argument("--out-coverage", required=True, help="dataset x dataset tag coverage TSV")
-    t.add_argument("--out-correlation", required=True, help="measure x score correlation TSV")
-    t.set_defaults(
-        func=lambda a: tables(
-            a.normalized,
-            a.out_datasets,
-            a.out_frequency,
-            a.out_top,
-            a.out_coverage,
-            a.out_correlation,
-            names=json.loads(a.names),
-            scores=json.loads(a.scores),
-            score_name=a.score_name,
-            top_k=a.top_k,
-            datasets=a.datasets or None,
-        )
-    )
-    f = acts.add_parser("figures", help="draw the analysis figures from the tables")
-    f.add_argument("--datasets-tsv", required=True)
-    f.add_argument("--frequency-tsv", required=True)
-    f.add_argument("--top-tsv", required=True)
-    f.add_argument("--coverage-tsv", required=True)
-    f.add_argument("--outdir", required=True, help="folder for the PNG and PDF files")
-    f.add_argument("--score-name", default="AlpacaEval")
-    f.set_defaults(
-        func=lambda a: figures(
-            a.datasets_tsv, a.frequency_tsv, a.top_tsv, a.coverage_tsv, a.outdir, score_name=a.score_name
-        )
-    )
