@@ -24,6 +24,7 @@ co-occurrence engine in seconds where FP-Growth takes minutes and gigabytes (ben
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import numpy as np
@@ -37,6 +38,19 @@ PAPER_MIN_CONFIDENCE = 0.99
 #: Rule miners, the default first (both give the same rules).
 ENGINES = ("cooccurrence", "mlxtend")
 DEFAULT_ENGINE = ENGINES[0]
+
+
+def _relative_support(min_count: int, m: int) -> float:
+    """The relative support that makes FP-Growth keep exactly the itemsets in >= ``min_count`` of ``m`` rows.
+
+    mlxtend turns ``min_support`` back into a count with ``ceil(min_support * m)``; for many ``m`` the float
+    ``min_count / m * m`` lands one ulp above ``min_count`` and the ceiling asks for ``min_count + 1`` (e.g.
+    3 of 187). Step down to the largest float whose ceiling is ``min_count`` (still above ``(min_count-1)/m``).
+    """
+    support = min_count / m
+    while math.ceil(support * m) > min_count:
+        support = float(np.nextafter(support, 0.0))
+    return support
 
 
 def _rules_mlxtend(X, counts: np.ndarray, min_count: int, min_confidence: float, focus: np.ndarray | None):
@@ -67,7 +81,7 @@ def _rules_mlxtend(X, counts: np.ndarray, min_count: int, min_confidence: float,
     sub = sub[:, cols].tocsc()
     items = freq[cols]
     df = pd.DataFrame.sparse.from_spmatrix(sub, columns=[str(i) for i in items.tolist()])
-    fi = fpgrowth(df, min_support=min_count / m, use_colnames=True, max_len=2)
+    fi = fpgrowth(df, min_support=_relative_support(min_count, m), use_colnames=True, max_len=2)
     pairs = fi[fi["itemsets"].map(len) == 2]
     if pairs.empty:
         return []
@@ -140,7 +154,7 @@ def _rules_cooccurrence(X, counts: np.ndarray, min_count: int, min_confidence: f
     """The same pair rules as :func:`_rules_mlxtend`, from the co-occurrence matrix S^T S of the same queries.
 
     Support and confidence are computed with the same floating-point operations as mlxtend's
-    ``association_rules`` on the supports the mlxtend engine hands it (``(c / n) / (count_a / n)``), so
+    ``association_rules`` on the supports the mlxtend engine hands it (``(c/n * n) / (count_a/n * n)``), so
     rules at the exact confidence threshold come out the same; the unit tests compare the rule lists.
     """
     n = X.shape[0]
@@ -155,7 +169,8 @@ def _rules_cooccurrence(X, counts: np.ndarray, min_count: int, min_confidence: f
         is_focus[focus] = True
         inv = is_focus[a] | is_focus[b]
         a, b, c = a[inv], b[inv], c[inv]
-    conf = (c / n) / (counts[a] / n)
+    # mlxtend: supports sAC = c / n and sA = count_a / n, confidence = sAC * n / (sA * n)
+    conf = ((c / n) * n) / ((counts[a] / n) * n)
     ok = conf >= min_confidence
     sup = np.rint((c / n) * n).astype(np.int64)
     order = np.lexsort((b[ok], a[ok]))
