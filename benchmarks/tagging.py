@@ -113,7 +113,7 @@ def run_stage(queries: list[str], settings: dict, threads: int) -> dict:
 
     s = TaggingSettings.from_dict({**settings, "cache_dir": None})
     tagger = Tagger(s, threads=threads)
-    raw = tagger.raw_backend
+    raw = tagger.job.raw_backend
     items = [Item(f"q{i}", "bench", 0, q) for i, q in enumerate(queries)]
     tokens = {"n": 0}
     generate = raw.generate
@@ -126,8 +126,7 @@ def run_stage(queries: list[str], settings: dict, threads: int) -> dict:
     raw.generate = counting
     counts = Counts()
     t_load = time.perf_counter()
-    if hasattr(raw, "_ov") and raw._ov is not None:
-        raw._ov.load()  # model load is reported apart from tagging speed
+    raw.load()  # model load is reported apart from tagging speed
     load_s = time.perf_counter() - t_load
     t0 = time.perf_counter()
     lines = []
@@ -141,10 +140,10 @@ def run_stage(queries: list[str], settings: dict, threads: int) -> dict:
         "generated_tokens": tokens["n"],
         "parsed": counts.ok,
         "retried": counts.retried,
-        "requests": counts.requests,
+        "requests": tagger.stats["requests"],
         "peak_rss_mb": peak_mb(),
         "load_seconds": load_s,
-        "engine": f"embedded/{getattr(raw, 'engine', '?')} ({raw.revision.split('+')[-1]})",
+        "engine": f"{raw.name}/{raw.engine} ({raw.revision.split('+')[-1]})",
         "example": lines[0]["tags"] if lines else None,
     }
 

@@ -10,50 +10,61 @@ Where the paper is silent, our choices (each also a config key or stated here):
 - the judging prompts and output format were not found: ours are package data
   (``prompts/quality_precision.txt``, ``prompts/quality_consistency.txt``) with a JSON verdict
   ``{"explanation", "verdict": "yes" | "no"}`` (``prompts/quality_schema.json``), requested through
-  ``GenerationParams.json_schema`` (grammar-constrained for local backends) and parsed leniently;
+  ``GenerationParams.json_schema`` (grammar-constrained for local backends) and parsed leniently (the first
+  JSON object in the answer);
 - the unit of a precision case is one query (a user turn) with its normalized tags, sampled uniformly among
   tagged queries with at least one tag;
 - a consistency case draws a tag uniformly among the tags carried by at least ``min_instances`` queries (so
   the long tail is represented, not only the head), then ``set_size`` of its queries at random (the size of I
   is not found; default 5), fewer when the tag has fewer;
 - long instructions are cut to ``max_query_chars`` characters in the prompts;
-- a judgment that cannot be parsed (or a failed call) is a counted failure, kept in the judgments file and
-  left out of the rate's denominator; rates come with a Wilson 95% interval;
+- a judgment that cannot be parsed (or a failed call) after the re-asks is a counted failure, kept in the
+  judgments file with its raw text and left out of the rate's denominator; rates come with a Wilson 95% interval;
 - the human-annotation part (3 annotators, Fleiss/Cohen kappa) is not reproduced.
 
-All calls go through the content-addressed LLM cache, so a rerun costs nothing and the raw judgments stay
-inspectable (``instag cache failures``). The judge is any backend spec (paper: GPT-4 via ``openai``).
+All calls go through the LLM-job layer (:mod:`instag.llm.job`, stage ``quality``): the content-addressed
+cache (a rerun costs nothing; raw judgments stay inspectable with ``instag cache failures``), the cost estimate
+and the spend cap counted over every judge job, and bounded re-asks of unparseable verdicts (``max_retries``
+new samples at ``retry_temperature``). The judge is any backend spec (paper: GPT-4 via ``openai``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import random
-import re
 from collections import defaultdict
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 from .errors import ConfigError, InputError
 from .io import iter_jsonl, write_jsonl, write_tsv
+from .llm.base import ChatRequest, GenerationParams
+from .llm.job import JobSettings, LLMJob
+from .llm.parsing import first_json
+from .llm.prompts import content_hash, fill, load_prompt, load_schema
 
 log = logging.getLogger(__name__)
 
 KINDS = ("precision", "consistency")
 #: GPT-4's rates in the paper (paper.md §3.3); the human majority judged 100% for both.
 PAPER_RATES = {"precision": 0.961, "consistency": 0.866}
+#: the fields each judging template fills, once each
+FIELDS = {"precision": ("instruction", "tags"), "consistency": ("tag", "instructions")}
 
 
-def prompt_text(name: str) -> str:
-    return resources.files("instag.prompts").joinpath(name).read_text(encoding="utf-8")
+def template(kind: str) -> str:
+    """The packaged judging template of ``kind`` (``prompts/quality_<kind>.txt``)."""
+    text = load_prompt(f"quality_{kind}", key="quality")
+    missing = [f for f in FIELDS[kind] if f"{{{f}}}" not in text]
+    if missing:
+        raise ConfigError("quality", f"the {kind} template lacks {', '.join('{' + f + '}' for f in missing)}")
+    return text
 
 
 def judge_schema() -> dict:
-    return json.loads(prompt_text("quality_schema.json"))
+    return load_schema("quality_schema")
 
 
 def _cut(text: str, limit: int) -> str:
@@ -61,44 +72,39 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
 
 
-def _fill(template: str, values: dict[str, str]) -> str:
-    """Fill ``{name}`` fields in one pass, so text inside a filled value is never filled again."""
-    pattern = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
-    return pattern.sub(lambda m: values[m.group(1)], template)
-
-
 def render_precision(template: str, instruction: str, tags: Sequence[str], max_chars: int) -> str:
-    return _fill(
+    return fill(
         template, {"instruction": _cut(instruction, max_chars), "tags": json.dumps(list(tags), ensure_ascii=False)}
     )
 
 
 def render_consistency(template: str, tag: str, instructions: Sequence[str], max_chars: int) -> str:
     listed = "\n".join(f"[{i}] {_cut(t, max_chars)}" for i, t in enumerate(instructions, start=1))
-    return _fill(template, {"tag": tag, "instructions": listed})
+    return fill(template, {"tag": tag, "instructions": listed})
 
 
 def parse_verdict(text: str | None) -> tuple[str | None, str, str | None]:
     """``(verdict, explanation, error)`` from a judge's output; the first JSON object in it is read."""
     if not text:
         return None, "", "empty output"
-    obj = None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        start = text.find("{")
-        while start >= 0 and obj is None:
-            try:
-                obj, _ = json.JSONDecoder().raw_decode(text, start)
-            except json.JSONDecodeError:
-                start = text.find("{", start + 1)
-    if not isinstance(obj, dict):
+    obj, _ = first_json(text, lambda v: v if isinstance(v, dict) else None, openers="{")
+    if obj is None:
         return None, "", "no JSON object in the output"
     verdict = str(obj.get("verdict", "")).strip().lower()
     explanation = str(obj.get("explanation", ""))
     if verdict not in ("yes", "no"):
         return None, explanation, f"verdict is {obj.get('verdict')!r}, not yes/no"
     return verdict, explanation, None
+
+
+def _optional(parse):
+    """A CLI value parser that also takes ``none``/``null`` (a rule passes a null config value as is)."""
+    return lambda text: None if text.strip().lower() in ("none", "null") else parse(text)
+
+
+def _job_parser(text: str) -> tuple[tuple[str, str] | None, str | None]:
+    verdict, explanation, error = parse_verdict(text)
+    return ((verdict, explanation), None) if error is None else (None, error)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -128,23 +134,23 @@ def sample_cases(
         queries = rec.get("queries")
         if queries is None:  # records without per-query tags: a single-query record's tags are its query's
             queries = [rec["tags"]]
-        for q, tags in enumerate(queries):
+        for turn, tags in enumerate(queries):
             if tags:
-                tagged.append((rec["id"], q, list(tags)))
+                tagged.append((rec["id"], turn, list(tags)))
     precision = [
-        {"kind": "precision", "case": i, "queries": [{"id": rid, "q": q}], "tags": tags}
-        for i, (rid, q, tags) in enumerate(rng.sample(tagged, min(n_precision, len(tagged))))
+        {"kind": "precision", "case": i, "queries": [{"id": rid, "turn": turn}], "tags": tags}
+        for i, (rid, turn, tags) in enumerate(rng.sample(tagged, min(n_precision, len(tagged))))
     ]
     by_tag: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for rid, q, tags in tagged:
+    for rid, turn, tags in tagged:
         for t in tags:
-            by_tag[t].append((rid, q))
+            by_tag[t].append((rid, turn))
     eligible = sorted(t for t, inst in by_tag.items() if len(inst) >= min_instances)
     consistency = []
     for i, tag in enumerate(rng.sample(eligible, min(n_consistency, len(eligible)))):
         inst = rng.sample(by_tag[tag], min(set_size, len(by_tag[tag])))
         consistency.append(
-            {"kind": "consistency", "case": i, "tag": tag, "queries": [{"id": rid, "q": q} for rid, q in inst]}
+            {"kind": "consistency", "case": i, "tag": tag, "queries": [{"id": rid, "turn": t} for rid, t in inst]}
         )
     return {
         "precision": precision,
@@ -173,7 +179,7 @@ def evaluate(
     out_table: str | Path,
     *,
     judge: dict,
-    cache_dir: str | Path = "cache/llm",
+    cache_dir: str | Path | None = "cache/llm",
     n_precision: int = 2000,
     n_consistency: int = 2000,
     set_size: int = 5,
@@ -181,20 +187,22 @@ def evaluate(
     seed: int = 0,
     max_query_chars: int = 2000,
     max_tokens: int = 256,
+    max_retries: int = 2,
+    retry_temperature: float = 0.7,
     backend=None,
     spend_cap_usd: float | None = None,
     prices: dict | None = None,
     cost_estimate: str | Path | None = None,
+    threads: int | None = None,
 ) -> dict:
     """Sample cases, judge them (cached), write every judgment and the rates table; return a summary.
 
     ``backend`` (tests) replaces the one built from ``judge``; the cache still wraps it. Before any call the
-    estimated requests, tokens and cost (``prices``: USD per 1M tokens by model) are logged and written to
-    ``cost_estimate``; with ``spend_cap_usd`` the judging stops (raising ``SpendCapExceeded``) before the cap
-    would be exceeded, with every answer so far in the cache. Cache hits cost nothing.
+    estimated requests, tokens and cost (``prices``: USD per 1M tokens by model; blank without a price) are
+    logged and written to ``cost_estimate``; with ``spend_cap_usd`` the judging stops (raising
+    ``SpendCapExceeded``) before the stage's spend, counted over every judge job in the cache, would pass the
+    cap, with every answer so far in the cache. Cache hits cost nothing.
     """
-    from .llm import CachedBackend, ChatRequest, GenerationParams, get_backend
-
     recs = []
     for line, rec in iter_jsonl(normalized):
         if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("tags"), list):
@@ -210,66 +218,59 @@ def evaluate(
     )
     all_cases = cases["precision"] + cases["consistency"]
     texts = _query_texts(records_files, {ref["id"] for c in all_cases for ref in c["queries"]})
-    templates = {k: prompt_text(f"quality_{k}.txt") for k in KINDS}
+    templates = {k: template(k) for k in KINDS}
     schema = judge_schema()
-    namespace = (
-        "quality:" + hashlib.sha256(json.dumps([templates, schema], sort_keys=True).encode("utf-8")).hexdigest()[:16]
-    )
     params = GenerationParams(temperature=0.0, max_tokens=max_tokens, json_schema=schema)
     requests = []
     for c in all_cases:
         try:
-            instr = [texts[ref["id"]][ref["q"]] for ref in c["queries"]]
+            instr = [texts[ref["id"]][ref["turn"]] for ref in c["queries"]]
         except (KeyError, IndexError):
             ref = c["queries"][0]
-            raise InputError(normalized, f"record {ref['id']} query {ref['q']} is in no records file") from None
+            raise InputError(normalized, f"record {ref['id']} turn {ref['turn']} is in no records file") from None
         if c["kind"] == "precision":
             prompt = render_precision(templates["precision"], instr[0], c["tags"], max_query_chars)
         else:
             prompt = render_consistency(templates["consistency"], c["tag"], instr, max_query_chars)
         requests.append(ChatRequest([{"role": "user", "content": prompt}], params, meta={"case": c["case"]}))
 
-    inner = backend if backend is not None else get_backend(judge)
-    from .cost import SpendGuard, estimate_requests
-
-    try:
-        est = estimate_requests(requests, inner.model, prices, inner.name)
-    except ConfigError:
-        if spend_cap_usd is not None:
-            raise  # a cap needs a price for the judge's model
-        # No price and no cap: the tokens are still estimated, the cost is left unknown (a self-hosted
-        # OpenAI-compatible server, e.g. vLLM, has no price list).
-        est = estimate_requests(requests, inner.model, {inner.model: {"prompt": 0, "completion": 0}}, inner.name)
-        est.update(usd_per_1m_prompt="", usd_per_1m_completion="", usd="")
-        log.warning("no price for judge model %s in quality.prices: cost estimate left blank", inner.model)
-    log.info("judge cost estimate (%s %s, completion = max_tokens, an upper bound): %s", inner.name, inner.model, est)
-    if cost_estimate is not None:
-        write_tsv(
-            cost_estimate,
-            [{"stage": "quality", "backend": inner.name, "model": inner.model, **est, "spend_cap_usd": spend_cap_usd}],
-        )
-    guard = None if spend_cap_usd is None else SpendGuard(spend_cap_usd, prices, inner.model, backend=inner.name)
-    cached = CachedBackend(inner, cache_dir, namespace=namespace, guard=guard)
-    try:
-        responses = cached.generate(requests) if requests else []
-        ident = {"backend": cached.name, "model": cached.model}
-    finally:
-        cached.close()
-        if backend is None:
-            inner.close()
+    settings = JobSettings(
+        backend=judge,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        prices=dict(prices or {}),
+        spend_cap_usd=spend_cap_usd,
+        max_retries=max_retries,
+        retry_temperature=retry_temperature,
+        section="quality",
+        backend_key="judge",
+    )
+    with LLMJob(
+        settings, stage="quality", namespace=content_hash([templates, schema]), threads=threads, backend=backend
+    ) as job:
+        est = job.estimate(requests)
+        log.info("judge cost estimate (completion = max_tokens, an upper bound): %s", est)
+        if est["usd"] is None:
+            log.warning("no price for judge model %s in quality.prices: cost estimate left blank", est["model"])
+        if cost_estimate is not None:
+            write_tsv(cost_estimate, [{"stage": "quality", **est}])
+        results = job.run(requests, parse=_job_parser) if requests else []
+        info = job.backend_info
+        stats = job.stats
+    ident = {"backend": info["backend"], "model": info["model"]}
 
     lines = []
-    for c, resp in zip(all_cases, responses, strict=True):
-        verdict, explanation, error = parse_verdict(resp.text) if resp.ok else (None, "", resp.error or "failed")
+    for c, r in zip(all_cases, results, strict=True):
+        verdict, explanation = r.value if r.ok else (None, "")
         lines.append(
             {
                 **c,
                 "verdict": verdict,
                 "positive": None if verdict is None else verdict == "yes",
                 "explanation": explanation,
-                "status": "ok" if verdict is not None else "failed",
-                "error": error,
-                "raw": resp.text,
+                "status": "ok" if r.ok else "failed",
+                "error": r.error,
+                "raw": r.raw,
+                "attempts": r.attempts,
                 **ident,
             }
         )
@@ -303,7 +304,7 @@ def evaluate(
         )
     write_tsv(out_table, rows)
     summary = {r["metric"]: {k: r[k] for k in ("cases", "judged", "failed", "rate")} for r in rows}
-    summary["cache"] = cached.stats.as_dict()
+    summary["cache"] = stats
     log.info("tag quality: %s", summary)
     return summary
 
@@ -319,10 +320,10 @@ def add_cli(sub) -> None:
     )
     acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     j = acts.add_parser("judge", help="sample cases, judge them, write judgments and the rates table")
-    j.add_argument("--normalized", required=True, help="normalized records (results/tags/normalized.jsonl)")
+    j.add_argument("--normalized", required=True, help="normalized records (results/normalize/normalized.jsonl)")
     j.add_argument("--records", nargs="+", required=True, help="ingested records files (query texts)")
     j.add_argument("--judge", required=True, help='judge backend spec as JSON, e.g. \'{"backend": "embedded"}\'')
-    j.add_argument("--cache-dir", default="cache/llm", help="LLM cache folder (default cache/llm)")
+    j.add_argument("--cache-dir", type=_optional(str), default="cache/llm", help="LLM cache folder (default cache/llm)")
     j.add_argument("--n-precision", type=int, default=2000, help="precision cases (paper 2,000)")
     j.add_argument("--n-consistency", type=int, default=2000, help="consistency cases (paper 2,000)")
     j.add_argument("--set-size", type=int, default=5, help="instructions per consistency case (not in the paper)")
@@ -330,9 +331,14 @@ def add_cli(sub) -> None:
     j.add_argument("--seed", type=int, default=0, help="sampling seed")
     j.add_argument("--max-query-chars", type=int, default=2000, help="cut instructions to this length")
     j.add_argument("--max-tokens", type=int, default=256, help="judge output budget")
+    j.add_argument("--max-retries", type=int, default=2, help="re-asks of an unparseable verdict (new samples)")
+    j.add_argument("--retry-temperature", type=float, default=0.7, help="temperature of the re-asks")
+    j.add_argument("--threads", type=int, default=None, help="CPU threads of a local judge model")
     j.add_argument("--out", required=True, help="judgments JSONL to write")
     j.add_argument("--table", required=True, help="rates TSV to write")
-    j.add_argument("--spend-cap-usd", type=float, default=None, help="stop before the judge spends more than this")
+    j.add_argument(
+        "--spend-cap-usd", type=_optional(float), default=None, help="stop before the judge spends more than this"
+    )
     j.add_argument("--prices", default="{}", help="JSON: USD per 1M prompt/completion tokens by model name")
     j.add_argument("--cost-estimate", default=None, help="TSV to write the cost estimate to, before any call")
     j.set_defaults(
@@ -350,6 +356,9 @@ def add_cli(sub) -> None:
             seed=a.seed,
             max_query_chars=a.max_query_chars,
             max_tokens=a.max_tokens,
+            max_retries=a.max_retries,
+            retry_temperature=a.retry_temperature,
+            threads=a.threads,
             spend_cap_usd=a.spend_cap_usd,
             prices=json.loads(a.prices),
             cost_estimate=a.cost_estimate,

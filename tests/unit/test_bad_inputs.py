@@ -242,7 +242,7 @@ def test_judge_prompts_carry_injected_queries_verbatim():
     """A query that contains the judge templates' own placeholders ({tags}, {instruction}, ...) is data: it
     appears in the rendered prompt exactly as written, and the template's fields are filled once each."""
     quality = pytest.importorskip("instag.quality", reason="the quality stage is not there yet")
-    precision, consistency = (quality.prompt_text(f"quality_{k}.txt") for k in ("precision", "consistency"))
+    precision, consistency = (quality.template(k) for k in ("precision", "consistency"))
     tags = ["translation", "pwned"]
     for q in _injection_queries():
         prompt = quality.render_precision(precision, q, tags, 10_000)

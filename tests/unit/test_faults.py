@@ -16,9 +16,9 @@ import pytest
 
 pytest.importorskip("openai", reason="the openai backend needs the 'llm' extra")
 
-from instag.cost import SpendCapExceeded, SpendGuard, estimate_requests  # noqa: E402
 from instag.llm.base import ChatRequest, GenerationParams  # noqa: E402
 from instag.llm.cache import CachedBackend, cache_stats, failed_entries, iter_records  # noqa: E402
+from instag.llm.cost import SpendCapExceeded, SpendGuard, estimate_requests, price_of  # noqa: E402
 from instag.llm.openai_backend import OpenAIBackend  # noqa: E402
 from tests.support.openai_server import FAULT_KINDS, OpenAIServer, _State, default_reply  # noqa: E402
 
@@ -184,10 +184,10 @@ def test_spend_cap_stops_before_it_is_exceeded_and_keeps_what_was_done(tmp_path)
     texts = prompts(60, "spend")
     reqs = requests_for(texts)
     prices = {"test-model": {"prompt": 1000.0, "completion": 2000.0}}  # USD per 1M tokens: a few cents per call
-    full = estimate_requests(reqs, "test-model", prices)
+    full = estimate_requests(reqs, "test-model", price_of("test-model", prices))
     cap = full["usd"] * 0.1  # the estimate counts max_tokens per answer; real answers are shorter
     with OpenAIServer() as server:
-        guard = SpendGuard(cap, prices, "test-model")
+        guard = SpendGuard(cap, price_of("test-model", prices), "test-model")
         with CachedBackend(make_backend(server, concurrency=4), tmp_path, guard=guard, chunk_size=8) as cached:
             with pytest.raises(SpendCapExceeded) as info:
                 cached.generate(reqs)
@@ -260,6 +260,7 @@ def test_judging_run_under_faults_accounts_for_every_case(tmp_path):
             n_precision=n_prec,
             n_consistency=n_cons,
             seed=0,
+            max_retries=0,  # only the backend's own retries: every case's attempts are then predicted
         )
 
     with OpenAIServer(reply=verdict_reply) as server:  # a fault-free pass, to learn the prompts and pick a seed
@@ -419,8 +420,8 @@ def test_tagging_rerun_makes_no_call_for_a_tagged_query(tag_run):
 def test_spend_cap_holds_for_the_stage_across_shard_jobs(tmp_path):
     """The cap is for the stage: shard jobs run one after another (or a rerun) must not each get the whole cap."""
     tagging = pytest.importorskip("instag.tagging", reason="the tagging stage is not there yet")
-    from instag.cost import SpendCapExceeded as CapError
     from instag.llm.cache import iter_records
+    from instag.llm.cost import SpendCapExceeded as CapError
 
     records = tag_records(tmp_path, 60, "capq")
     # only completion tokens are priced, and every answer is 60 words long (max_tokens 64): the estimate a guard

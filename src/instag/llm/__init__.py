@@ -1,8 +1,11 @@
-"""LLM backends behind one interface (:mod:`instag.llm.base`), chosen by name and imported lazily.
+"""LLM access: backends behind one interface (:mod:`instag.llm.base`) and one job layer (:mod:`instag.llm.job`).
 
-``get_backend({"backend": "openai", "model": "gpt-3.5-turbo", "concurrency": 32})`` imports the implementation
-named in :data:`BACKENDS` only then (alpaca_eval's ``get_fn_completions``) and constructs it with the other
-keys as keyword arguments. Wrap it in :class:`CachedBackend` (``instag.llm.cache``) to cache every call.
+Stages call models only through :class:`instag.llm.job.LLMJob` (cost estimate, spend cap, cache, parsing,
+re-asks, failure records). ``get_backend({"backend": "openai", "model": "gpt-3.5-turbo", "concurrency": 32})``
+imports the implementation named in :data:`BACKENDS` only then (alpaca_eval's ``get_fn_completions``) and
+constructs it with the other keys as keyword arguments. Shared pieces: :mod:`~instag.llm.cost` (prices and the
+cap), :mod:`~instag.llm.cache`, :mod:`~instag.llm.prompts` (templates and schemas), :mod:`~instag.llm.parsing`
+(JSON in text), :mod:`~instag.llm.local` (what in-process backends share).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "transformers": ("transformers_local:TransformersBackend", "llm"),
     "vllm": ("vllm_backend:VLLMBackend", "vllm (pip install vllm, on a CUDA machine)"),
     "scripted": ("scripted:ScriptedBackend", "none"),
+    "instagger": ("instagger_backend:InsTaggerBackend", "llm"),  # a distilled InsTagger (instag instagger)
 }
 
 
@@ -70,3 +74,7 @@ __all__ = [
     "backend_class",
     "get_backend",
 ]
+
+from .job import JobResult, JobSettings, LLMJob  # noqa: E402  (after get_backend, which job uses)
+
+__all__ += ["JobResult", "JobSettings", "LLMJob"]

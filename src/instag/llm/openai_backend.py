@@ -56,9 +56,9 @@ from datetime import timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..cost import estimate_prompt_tokens
 from ..errors import ConfigError
-from .base import ChatRequest, ChatResponse, ProgressFn
+from .base import Backend, ChatRequest, ChatResponse, ProgressFn
+from .cost import estimate_prompt_tokens
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +287,12 @@ def _run_sync(make_coro: Callable[[], Any]) -> Any:
         return pool.submit(lambda: asyncio.run(make_coro())).result()
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
     """Chat completions from an OpenAI-compatible endpoint. See the module docstring for the behaviour."""
 
     name = "openai"
+    paid = True  # an API that bills per token: a spend cap needs a price for the model
+    streams = True
 
     def __init__(
         self,
@@ -366,6 +368,10 @@ class OpenAIBackend:
         self.served_models: Counter[str] = Counter()
         self.error_counts: Counter[str] = Counter()  # every failed attempt, by kind
         self._rng = random.Random()
+
+    @property
+    def reported_model(self) -> str | None:
+        return self.served_model
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r}, concurrency={self.concurrency})"

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-from .base import ChatRequest, ChatResponse, ProgressFn
+from .base import Backend, ChatRequest, ChatResponse, ProgressFn
 
 DEFAULT_TAGS = [{"tag": "information retrieval", "explanation": "The user asks for information."}]
 
@@ -37,16 +37,22 @@ class ScriptedCrash(RuntimeError):
 
 
 def last_user_message(request: ChatRequest) -> str:
+    """The last user message of a chat (a pre-rendered ``prompt`` is taken whole)."""
+    if request.prompt is not None:
+        return request.prompt
     for msg in reversed(request.messages):
         if msg.get("role") == "user":
             return str(msg.get("content", ""))
     return ""
 
 
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     """Deterministic scripted answers; see the module docstring."""
 
     name = "scripted"
+    default_model = "scripted"
+    streams = True
+    raw_prompts = True
 
     def __init__(
         self,
@@ -87,7 +93,10 @@ class ScriptedBackend:
         t0 = time.perf_counter()
         if self.delay:
             time.sleep(self.delay)
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in request.messages)
+        if request.prompt is not None:
+            prompt_tokens = len(request.prompt.split())
+        else:
+            prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in request.messages)
         if self.fail_every and self.n_calls % self.fail_every == 0:
             return ChatResponse(
                 text=self.fail_text,

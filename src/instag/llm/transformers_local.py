@@ -3,7 +3,8 @@
 ``TransformersBackend(model, gguf_file=None, dtype="bfloat16", batch_size=16, device="cpu", ...)``:
 
 - Requests are grouped by decoding parameters, sorted by prompt length and generated in left-padded batches
-  of ``batch_size`` with the tokenizer's chat template (``add_generation_prompt``).
+  of ``batch_size`` with the tokenizer's chat template (``add_generation_prompt``), or as given when the
+  request carries a pre-rendered ``prompt`` (the batch loop is :func:`instag.llm.local.generate_local`).
 - ``params.json_schema`` turns on grammar-constrained decoding with xgrammar (``xgrammar.contrib.hf``'s
   logits processor over the schema compiled without free whitespace): a finished output is always valid
   JSON for the schema; one that hits ``max_tokens`` is cut off and reported with ``finish_reason="length"``.
@@ -20,143 +21,40 @@ fully cached run never loads the model.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .base import ChatRequest, ChatResponse, GenerationParams, ProgressFn
+from .base import Backend, ChatRequest, ChatResponse, GenerationParams, OnResponse, ProgressFn
+from .local import (
+    batched_order,
+    build_once,
+    file_sha256,
+    folder_fingerprint,
+    generate_local,
+    model_cache_root,
+    sample_seed,
+    schema_grammar,
+    split_at_stop,
+)
 
 log = logging.getLogger(__name__)
-
-OnResponse = Callable[[int, ChatResponse], None]
-
-#: environment variable that moves the converted-model cache (default ``~/.cache/instag/models``)
-MODEL_CACHE_ENV = "INSTAG_MODEL_CACHE"
-
-
-# ------------------------------------------------------------------------------------------ helpers
-
-
-def model_cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where converted model copies live: ``cache_dir``, else ``$INSTAG_MODEL_CACHE``, else ~/.cache/instag/models."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(MODEL_CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "instag" / "models"
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def directory_fingerprint(path: str | os.PathLike) -> str:
-    """A cheap content fingerprint of a model directory: config/tokenizer files in full, weight files by name,
-    size and their first and last MiB (hashing every byte of a 26 GB checkpoint on each start would take minutes)."""
-    root = Path(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts):
-        rel = f.relative_to(root).as_posix()
-        size = f.stat().st_size
-        h.update(f"{rel}\0{size}\0".encode())
-        with open(f, "rb") as fh:
-            if size <= 2 << 20:
-                h.update(fh.read())
-            else:
-                h.update(fh.read(1 << 20))
-                fh.seek(-(1 << 20), os.SEEK_END)
-                h.update(fh.read(1 << 20))
-    return h.hexdigest()
-
-
-def build_once(target: Path, build: Callable[[Path], None]) -> Path:
-    """Make ``target`` (a directory) with ``build(tmp_dir)`` unless it exists; safe when processes race.
-
-    The build writes into a fresh temporary directory beside ``target``, which is then renamed into place
-    (atomic on one file system). A process that loses the race discards its copy and uses the winner's.
-    """
-    if target.is_dir():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared by users of a cluster
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process renamed its copy first (target exists and is not empty)
-            if not target.is_dir():
-                raise
-            log.info("model cache %s was built by another process; using it", target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def schema_grammar(schema: dict) -> Any:
-    """The xgrammar grammar of a JSON schema, compact (no free whitespace between tokens: fewer tokens to
-    generate and no room for a small model to loop on blank lines)."""
-    import xgrammar as xgr
-
-    return xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False, strict_mode=True)
-
-
-def params_group_key(params: GenerationParams, repeat: int) -> str:
-    d = params.to_dict()
-    d["repeat"] = repeat
-    return json.dumps(d, sort_keys=True, default=str)
-
-
-def split_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
-    """Cut ``text`` at the first stop string; (text, whether one was found)."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-def batched_order(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = None) -> list[list[int]]:
-    """Indices grouped into batches of similar length (longest first), so padding stays small.
-
-    With ``max_batch_tokens`` a batch also holds at most that many padded prompt tokens (at least one
-    prompt), so a few very long prompts run in small batches instead of padding a full one.
-
-    >>> batched_order([5, 100, 7, 6], 2)
-    [[1, 2], [3, 0]]
-    >>> batched_order([5, 100, 7, 6], 4, max_batch_tokens=100)
-    [[1], [2, 3, 0]]
-    """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, k = [], 0
-    while k < len(order):
-        n = batch_size
-        if max_batch_tokens:
-            n = max(1, min(batch_size, max_batch_tokens // max(1, lengths[order[k]])))
-        batches.append(order[k : k + n])
-        k += n
-    return batches
 
 
 # ------------------------------------------------------------------------------------------ backend
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     """A local causal LM (directory or GGUF) through ``transformers``; see the module docstring."""
 
     name = "transformers"
+    takes_threads = True
+    streams = True
+    raw_prompts = True
 
     def __init__(
         self,
@@ -201,7 +99,7 @@ class TransformersBackend:
             if revision:
                 self.revision = revision
             elif path.is_dir():
-                self.revision = f"dir:{directory_fingerprint(path)}+{dtype}"
+                self.revision = f"dir:{folder_fingerprint(path)}+{dtype}"
             else:  # a hub id (offline cache): the id is all we know
                 self.revision = f"id:{model}+{dtype}"
         self._tok = None
@@ -282,6 +180,9 @@ class TransformersBackend:
         del tok
         return mdl
 
+    def load(self) -> None:
+        self._load()
+
     def _grammar(self, schema: dict):
         import xgrammar as xgr
 
@@ -318,51 +219,19 @@ class TransformersBackend:
         progress: ProgressFn | None = None,
         on_response: OnResponse | None = None,
     ) -> list[ChatResponse]:
-        out: list[ChatResponse | None] = [None] * len(requests)
         if not requests:
             return []
         self._load()
-        groups: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
-            groups.setdefault(params_group_key(req.params, req.repeat), []).append(i)
-        for idx in groups.values():
-            params, repeat = requests[idx[0]].params, requests[idx[0]].repeat
-            prompts = [self.render(requests[i].messages) for i in idx]
-            lengths = [self.count_tokens(p) for p in prompts]
-            for batch in batched_order(lengths, self.batch_size, self.max_batch_tokens):
-                fits = []
-                for b in batch:
-                    need = lengths[b] + params.max_tokens
-                    if self.max_context and need > self.max_context:
-                        resp = ChatResponse(
-                            text=None,
-                            prompt_tokens=lengths[b],
-                            error=(
-                                f"prompt of {lengths[b]} tokens + max_tokens {params.max_tokens} exceeds the model "
-                                f"context of {self.max_context}"
-                            ),
-                        )
-                        self._emit(idx[b], resp, out, progress, on_response)
-                    else:
-                        fits.append(b)
-                if not fits:
-                    continue
-                try:
-                    responses = self._generate_batch([prompts[b] for b in fits], params, repeat)
-                except Exception as exc:  # never raise for one batch: report it on each of its requests
-                    log.exception("batch of %d failed", len(fits))
-                    responses = [ChatResponse(text=None, error=f"{type(exc).__name__}: {exc}") for _ in fits]
-                for b, resp in zip(fits, responses, strict=True):
-                    self._emit(idx[b], resp, out, progress, on_response)
-        return out  # type: ignore[return-value]
-
-    @staticmethod
-    def _emit(i, resp, out, progress, on_response) -> None:
-        out[i] = resp
-        if on_response is not None:
-            on_response(i, resp)
-        if progress is not None:
-            progress(1)
+        return generate_local(
+            requests,
+            render=self.render,
+            count_tokens=self.count_tokens,
+            run_batch=self._generate_batch,
+            plan=lambda lengths: batched_order(lengths, self.batch_size, self.max_batch_tokens),
+            context=self.max_context,
+            progress=progress,
+            on_response=on_response,
+        )
 
     def _generate_batch(self, prompts: list[str], params: GenerationParams, repeat: int) -> list[ChatResponse]:
         import torch
@@ -377,7 +246,7 @@ class TransformersBackend:
         }
         if params.temperature > 0:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-            torch.manual_seed(_seed(params.seed, repeat))
+            torch.manual_seed(sample_seed(params.seed, repeat))
         else:
             kwargs["do_sample"] = False
         if params.stop:
@@ -431,7 +300,3 @@ def _eos_ids(tok, mdl) -> list[int]:
     if tok.eos_token_id is not None and tok.eos_token_id not in ids:
         ids.append(tok.eos_token_id)
     return ids
-
-
-def _seed(seed: int | None, repeat: int) -> int:
-    return int(hashlib.sha256(f"{seed}:{repeat}".encode()).hexdigest()[:8], 16)

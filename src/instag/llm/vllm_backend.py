@@ -24,21 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import ChatRequest, ChatResponse, GenerationParams, ProgressFn
+from .base import Backend, ChatRequest, ChatResponse, GenerationParams, OnResponse, ProgressFn
+from .local import folder_fingerprint
 
 log = logging.getLogger(__name__)
 
-#: Files whose content pins a local model directory (weights are pinned by name and size: hashing
-#: tens of GB on every job start would cost minutes).
-_PIN_FILES = (
-    "config.json",
-    "generation_config.json",
-    "tokenizer_config.json",
-    "tokenizer.json",
-    "model.safetensors.index.json",
-    "pytorch_model.bin.index.json",
-)
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 _SNAPSHOT = re.compile(r"/snapshots/([0-9a-f]{40})(?:/|$)")
 
 
@@ -46,8 +36,7 @@ def model_revision(model: str, revision: str | None = None) -> str:
     """What pins the weights of ``model`` for the cache key.
 
     An explicit ``revision`` wins. A Hugging Face cache snapshot directory gives its commit hash. Any
-    other local directory gives ``sha256:<16 hex>`` over its config/tokenizer files and the names and
-    sizes of its weight files. A hub id resolves to the commit of its cached snapshot (offline); if it
+    other local directory gives ``sha256:<16 hex>`` of its :func:`~instag.llm.local.folder_fingerprint`. A hub id resolves to the commit of its cached snapshot (offline); if it
     is not cached, ``"main"`` (vLLM then downloads the current main).
     """
     if revision:
@@ -57,7 +46,7 @@ def model_revision(model: str, revision: str | None = None) -> str:
         match = _SNAPSHOT.search(str(path.resolve()) + "/")
         if match:
             return match.group(1)
-        return "sha256:" + _hash_model_dir(path)[:16]
+        return "sha256:" + folder_fingerprint(path)[:16]
     if path.is_file():  # a single GGUF file
         stat = path.stat()
         return "sha256:" + hashlib.sha256(f"{path.name}\0{stat.st_size}".encode()).hexdigest()[:16]
@@ -69,17 +58,6 @@ def model_revision(model: str, revision: str | None = None) -> str:
         return "main"
     match = _SNAPSHOT.search(str(local) + "/")
     return match.group(1) if match else "main"
-
-
-def _hash_model_dir(path: Path) -> str:
-    digest = hashlib.sha256()
-    for name in _PIN_FILES:
-        f = path / name
-        if f.is_file():
-            digest.update(name.encode() + b"\0" + f.read_bytes() + b"\0")
-    for f in sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)):
-        digest.update(f"{f.name}\0{f.stat().st_size}\0".encode())
-    return digest.hexdigest()
 
 
 def sampling_kwargs(params: GenerationParams, repeat: int = 0) -> dict[str, Any]:
@@ -111,7 +89,7 @@ def structured_output_kwargs(schema: dict) -> dict[str, Any]:
     return {"structured_outputs": StructuredOutputsParams(json=schema)}
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     """Chat completions from a local model through vLLM's offline engine.
 
     Parameters mirror ``vllm.LLM``: ``tensor_parallel_size`` (GPUs to shard the model over; set it to
@@ -124,6 +102,7 @@ class VLLMBackend:
     """
 
     name = "vllm"
+    raw_prompts = True
 
     def __init__(
         self,
@@ -194,7 +173,12 @@ class VLLMBackend:
         return self._engine().chat(conversations, sampling, **kwargs)
 
     # -- Backend protocol -----------------------------------------------------------------------------
-    def generate(self, requests: Sequence[ChatRequest], progress: ProgressFn | None = None) -> list[ChatResponse]:
+    def generate(
+        self,
+        requests: Sequence[ChatRequest],
+        progress: ProgressFn | None = None,
+        on_response: OnResponse | None = None,
+    ) -> list[ChatResponse]:
         """Answer every request, in order. A batch that vLLM rejects (a prompt longer than
         ``max_model_len``, a schema it cannot compile) is retried one request at a time, so only the
         offending requests come back with ``error`` set."""
@@ -209,9 +193,15 @@ class VLLMBackend:
     def _generate_batch(self, batch: list[ChatRequest]) -> list[ChatResponse]:
         self._engine()  # load outside the timed call; a load failure is not a per-request error
         began = time.perf_counter()
+        raw = [r.prompt is not None for r in batch]
+        if any(raw) and not all(raw) and len(batch) > 1:  # chats and pre-rendered prompts: one call each
+            return [resp for r in batch for resp in self._generate_batch([r])]
         try:
             sampling = [self._sampling_params(r) for r in batch]
-            outputs = self._chat([list(r.messages) for r in batch], sampling)
+            if all(raw):  # pre-rendered prompts: no chat template
+                outputs = self._engine().generate([r.prompt for r in batch], sampling, use_tqdm=False)
+            else:
+                outputs = self._chat([list(r.messages) for r in batch], sampling)
         except Exception as exc:  # isolate the failing request(s) below
             if len(batch) == 1:
                 return [ChatResponse(text=None, error=f"{type(exc).__name__}: {exc}", seconds=_since(began))]

@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from ..io import atomic_write
+from ..llm.local import folder_fingerprint
 from .pool import TagPool
 
 log = logging.getLogger(__name__)
@@ -52,19 +53,6 @@ def resolve_model(spec: str) -> str:
     return spec
 
 
-def _dir_fingerprint(path: Path) -> str:
-    """Names and sizes of a model folder's files, plus the head and tail of its weight files."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path)}\0{f.stat().st_size}\n".encode())
-        if f.suffix in (".safetensors", ".bin"):
-            with open(f, "rb") as fh:
-                h.update(fh.read(1 << 16))
-                fh.seek(max(0, f.stat().st_size - (1 << 16)))
-                h.update(fh.read())
-    return h.hexdigest()[:16]
-
-
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on CPU (or the given device), L2-normalized outputs."""
 
@@ -75,7 +63,7 @@ class SentenceTransformerEmbedder:
         self.path = resolve_model(model)
         self.device, self.batch_size, self.threads = device, batch_size, threads
         local = Path(self.path)
-        ident = _dir_fingerprint(local) if local.is_dir() else "hub"
+        ident = folder_fingerprint(local)[:16] if local.is_dir() else "hub"
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/").split("/")[-1])[:60]
         self.key = f"{slug}-{hashlib.sha256(f'{model}|{ident}|norm'.encode()).hexdigest()[:12]}"
         self._model = None
