@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import iter_jsonl, read_tsv, write_tsv
+from .io import iter_jsonl_batches, read_tsv, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,11 @@ MIN_DATASETS_FOR_CORRELATION = 3
 
 
 def _read(path: str | Path):
-    for line, rec in iter_jsonl(path):
-        if not isinstance(rec, dict) or not isinstance(rec.get("tags"), list) or "dataset" not in rec:
-            raise InputError(path, "a normalized record needs 'dataset' and a 'tags' list", line)
-        yield rec
+    for batch in iter_jsonl_batches(path):
+        for line, rec in batch:
+            if not isinstance(rec, dict) or not isinstance(rec.get("tags"), list) or "dataset" not in rec:
+                raise InputError(path, "a normalized record needs 'dataset' and a 'tags' list", line)
+            yield rec
 
 
 class TagCounts:
@@ -99,10 +100,13 @@ def _accumulate(records, keep: set[str] | None = None):
 
 def _measures(acc, order: Sequence[str] | None) -> tuple[list[dict], TagCounts]:
     ds_index, rec_ds, untagged, tag_flat, tag_len, q_flat, q_len, q_rec = acc
-    vocab: dict[str, int] = {}
-    setdefault = vocab.setdefault
-    t_codes = np.fromiter((setdefault(t, len(vocab)) for t in tag_flat), dtype=np.int64, count=len(tag_flat))
-    q_codes = np.fromiter((setdefault(t, len(vocab)) for t in q_flat), dtype=np.int64, count=len(q_flat))
+    import pandas as pd
+
+    flat = np.empty(len(tag_flat) + len(q_flat), dtype=object)
+    flat[: len(tag_flat)] = tag_flat
+    flat[len(tag_flat) :] = q_flat
+    codes, vocab = pd.factorize(flat)  # one vocabulary, first-seen order
+    t_codes, q_codes = codes[: len(tag_flat)].astype(np.int64), codes[len(tag_flat) :].astype(np.int64)
     n_ds, n_tags = len(ds_index), len(vocab)
     rec_ds_a = np.asarray(rec_ds, dtype=np.int64)
     untagged_a = np.asarray(untagged, dtype=bool)
@@ -143,7 +147,7 @@ def _measures(acc, order: Sequence[str] | None) -> tuple[list[dict], TagCounts]:
             }
         )
     by_order = [ds_index[r["dataset"]] for r in rows]
-    counts = TagCounts(list(vocab), [r["dataset"] for r in rows], per[by_order], q_counts)
+    counts = TagCounts(vocab.tolist(), [r["dataset"] for r in rows], per[by_order], q_counts)
     return rows, counts
 
 
@@ -437,5 +441,3 @@ def figures(
     written += _save(fig, outdir / "analysis_coverage_heatmap")
     plt.close(fig)
     return {"figures": written}
-
-

@@ -77,6 +77,55 @@ def _lines(fh, path) -> Iterator[tuple[int, bytes]]:
         raise InputError(path, f"compressed stream is damaged or cut off after line {lineno} ({exc})") from None
 
 
+def iter_jsonl_batches(path: str | os.PathLike, batch_lines: int = 20_000) -> Iterator[list[tuple[int, Any]]]:
+    """:func:`iter_jsonl` (strict) a batch at a time: lists of ``(line_number, object)``, same rules and errors.
+
+    Each batch is decoded with one ``json.loads`` call over the joined lines (about twice the speed of one
+    call per line on files of short lines, e.g. a million-query tag pool); a batch that does not decode to
+    exactly one value per line is decoded again line by line, so a bad line raises the same named error.
+    """
+    with open(path, "rb") as raw:
+        magic = raw.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    numbers: list[int] = []
+    lines: list[bytes] = []
+    with opener(path, "rb") as fh:
+        for lineno, line in _lines(fh, path):
+            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            if not line.strip():
+                continue
+            numbers.append(lineno)
+            lines.append(line)
+            if len(lines) >= batch_lines:
+                yield _decode_batch(path, numbers, lines)
+                numbers, lines = [], []
+    if lines:
+        yield _decode_batch(path, numbers, lines)
+
+
+def _decode_batch(path, numbers: list[int], lines: list[bytes]) -> list[tuple[int, Any]]:
+    try:
+        objs = json.loads(b"[" + b",".join(lines) + b"]")
+        if len(objs) == len(lines):
+            return list(zip(numbers, objs, strict=True))
+    except (ValueError, RecursionError):
+        pass
+    out = []
+    for lineno, line in zip(numbers, lines, strict=True):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(path, f"not UTF-8 ({exc.reason} at byte {exc.start})", lineno) from None
+        try:
+            out.append((lineno, json.loads(text)))
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"invalid JSON ({exc.msg}, column {exc.colno})", lineno) from None
+        except RecursionError:
+            raise InputError(path, "invalid JSON (nested too deeply to decode)", lineno) from None
+    return out
+
+
 class JsonlBadLine:
     """A line that could not be read, with why (``reason``) and its first characters (``raw``)."""
 

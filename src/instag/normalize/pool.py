@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..errors import InputError
-from ..io import iter_jsonl, write_json, write_jsonl
+from ..io import iter_jsonl, iter_jsonl_batches, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +128,18 @@ class TagPool:
         n = len(queries)
         ok = np.fromiter((q is not None for q in queries), dtype=bool, count=n)
         lengths = np.fromiter((len(q) if q is not None else 0 for q in queries), dtype=np.int64, count=n)
-        flat = list(itertools.chain.from_iterable(q for q in queries if q))
-        vocab: dict[str, int] = {}
-        setdefault = vocab.setdefault
-        cols = np.fromiter((setdefault(t, len(vocab)) for t in flat), dtype=np.int64, count=len(flat))
+        flat = np.empty(int(lengths.sum()), dtype=object)
+        flat[:] = list(itertools.chain.from_iterable(q for q in queries if q))
+        codes, vocab = pd.factorize(flat)  # ids in order of first appearance
         rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
-        indptr, indices = _csr_from_pairs(rows, cols, n, max(len(vocab), 1))
+        indptr, indices = _csr_from_pairs(rows, codes.astype(np.int64), n, max(len(vocab), 1))
         if record_ptr is None:
             record_ptr = np.arange(n + 1, dtype=np.int64)
             record_ids = record_ids or [str(i) for i in range(n)]
         record_ptr = np.asarray(record_ptr, dtype=np.int64)
         n_rec = len(record_ptr) - 1
         return cls(
-            list(vocab),
+            vocab.tolist(),
             indptr,
             indices,
             ok,
@@ -283,13 +283,14 @@ def load_pool(path: str | Path) -> TagPool:
     ptr = [0]
     ids: list[str] = []
     datasets: list[str] = []
-    for line, rec in iter_jsonl(path):
-        if not isinstance(rec, dict) or not isinstance(rec.get("queries"), list):
-            raise InputError(path, "a pool line needs a 'queries' list", line)
-        queries.extend(rec["queries"])
-        ptr.append(len(queries))
-        ids.append(rec["id"])
-        datasets.append(rec.get("dataset", ""))
+    for batch in iter_jsonl_batches(path):
+        for line, rec in batch:
+            if not isinstance(rec, dict) or not isinstance(rec.get("queries"), list):
+                raise InputError(path, "a pool line needs a 'queries' list", line)
+            queries.extend(rec["queries"])
+            ptr.append(len(queries))
+            ids.append(rec["id"])
+            datasets.append(rec.get("dataset", ""))
     return TagPool.from_queries(queries, ptr, ids, datasets)
 
 
