@@ -23,6 +23,9 @@ if not workflow.config_settings.configfiles:
     configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 
 
@@ -37,6 +40,7 @@ include: "rules/normalize.smk"
 include: "rules/quality.smk"
 include: "rules/analysis.smk"
 include: "rules/sampling.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -83,6 +83,7 @@ def get_final_output():
         *tagging_final_output(),
         *normalize_final_output(),
         *sampling_final_output(),
+        *report_final_output(),
     ]
 
 
@@ -404,3 +405,100 @@ def get_tagging_summaries(wildcards=None):
 
 def tagging_final_output():
     return ["results/tables/cost_estimate.tsv", "results/tables/tagging.tsv"]
+
+
+# --- report ---
+# The reproduction report (rules/report.smk) reads only results/. Which figures it draws follows from the
+# other stages' final outputs (instag.report.plan), so a stage left out of the run leaves its figures out.
+from instag.report.browser import find_chromium
+from instag.report.claims import config_digest
+from instag.report.plan import (
+    REPORT_DEFAULTS,
+    plan_figures,
+    report_outputs,
+    screenshots_enabled,
+    source_tables,
+    sweeps_sources,
+)
+
+REPORT = config.get("report", {})
+REPORT_STYLE = {**REPORT_DEFAULTS["style"], **REPORT.get("style", {})}
+REPORT_EXPLORER = {**REPORT_DEFAULTS["explorer"], **REPORT.get("explorer", {})}
+try:
+    REPORT_SCREENSHOTS = screenshots_enabled(
+        REPORT.get("screenshots", REPORT_DEFAULTS["screenshots"]), find_chromium()
+    )
+except ValueError as exc:
+    raise WorkflowError(f"config key 'report.screenshots': {exc}")
+
+
+def report_stage_outputs():
+    """The final outputs of every stage before the report (what it may read)."""
+    outs = ["results/tables/datasets.tsv"]
+    for stage in (
+        "tagging",
+        "normalize",
+        "quality",
+        "analysis",
+        "sampling",
+        "finetune",
+        "mtbench",
+        "instagger",
+    ):
+        fn = globals().get(f"{stage}_final_output")
+        if fn is not None:
+            outs += [str(p) for p in fn()]
+    return outs
+
+
+def report_figures():
+    return plan_figures(report_stage_outputs())
+
+
+def get_report_tables(wildcards=None):
+    return source_tables(report_stage_outputs())
+
+
+def get_report_sweeps_sources(wildcards=None):
+    return sweeps_sources(report_stage_outputs())
+
+
+def get_report_figure_table(wildcards):
+    return report_figures()[wildcards.figure]
+
+
+def get_report_style(wildcards=None):
+    return json.dumps(REPORT_STYLE, sort_keys=True)
+
+
+def get_report_config(wildcards=None):
+    """The config without its report section (what produced the numbers), as JSON."""
+    return json.dumps(
+        {k: v for k, v in config.items() if k != "report"}, sort_keys=True, default=str
+    )
+
+
+def get_report_config_label(wildcards=None):
+    files = [str(f) for f in workflow.config_settings.configfiles] or ["config.yaml"]
+    return f"{', '.join(files)} (sha256:{config_digest(config)[:12]})"
+
+
+def get_report_datasets(wildcards=None):
+    return " ".join(shlex.quote(f"{name}={dataset_path(name)}") for name in DATASETS)
+
+
+def get_report_records(wildcards=None):
+    return [f"results/data/{dataset}.jsonl" for dataset in DATASETS]
+
+
+def report_figure_regex():
+    return "|".join(map(re.escape, report_figures())) or "(?!x)x"
+
+
+def report_final_output():
+    return report_outputs(report_stage_outputs(), REPORT_SCREENSHOTS)
+
+
+def get_report_sources(wildcards=None):
+    """The configured source data files (hashed into provenance.json)."""
+    return [str(dataset_path(name)) for name in DATASETS]
