@@ -11,27 +11,25 @@
 #   results/logs/<stage>/<action>/...log           one log per job; results/benchmarks/<stage>/<action>/...
 # Run one stage or ablation by naming its target rule (e.g. `snakemake stage_data`) or an output file.
 
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.27")
 
 
 # The default config applies only when none is given: Snakemake would otherwise deep-merge a
-# --configfile (e.g. configs/paper.yaml) onto the demo's datasets, limits and resources.
+# --configfile (e.g. configs/paper.yaml) onto the demo's datasets, limits and resources. It is the
+# repository's config.yaml also when a run has its own directory (`--directory runs/<name>`).
 if not workflow.config_settings.configfiles:
 
-    configfile: "config.yaml"
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
-
-
-wildcard_constraints:
-    dataset="|".join(map(re.escape, DATASETS)),
-    shard=r"\d+",
 
 
 include: "rules/data.smk"

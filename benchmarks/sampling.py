@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from instag import sampling
+from instag.io import dumps
 from instag.sampling import Pool, UnreachableTarget
 from instag.synthetic import pool_arrays
 
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         norm = Path(tmp) / "normalized.jsonl"
         with open(norm, "w") as fh:
             for rid, ds, tags in records:
-                fh.write(sampling.dumps({"id": rid, "dataset": ds, "tags": sorted(tags)}) + "\n")
+                fh.write(dumps({"id": rid, "dataset": ds, "tags": sorted(tags)}) + "\n")
         out = Path(tmp) / "pool.jsonl"
         _, wall, _ = measure(
             lambda: sampling.build_pool(norm, out, Path(tmp) / "s.json", Path(tmp) / "p.tsv", datasets), False

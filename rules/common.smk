@@ -1,4 +1,5 @@
-# Validation of the config and input functions shared by the rule files. Definitions only, no rules.
+# Validation of the config, wildcard constraints, resources and input functions shared by the rule files.
+# Definitions only, no rules. Planning (which variants, shards and runs exist) lives in the package.
 import json
 import os
 import re
@@ -19,11 +20,24 @@ if (Path(sys.executable).parent / "instag").exists():
         f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"; '
     )
 
+from instag.errors import ConfigError
+from instag.llm.openai_backend import is_loopback
+from instag.sampling.plan import plan_variants
+from instag.tagging import n_shards
 
+
+# --- data ---
 def dataset_path(name):
-    """The source file of a configured dataset: absolute, or relative to `data_root`."""
+    """The source file of a configured dataset: absolute, or relative to `data_root`.
+
+    A relative data_root is relative to the repository (the Snakefile's folder), so a run in its own
+    directory (`--directory runs/<name>`) reads the same data as a run in the repository.
+    """
     path = Path(config["datasets"][name]["path"])
-    return path if path.is_absolute() else Path(config["data_root"]) / path
+    if path.is_absolute():
+        return path
+    root = Path(config["data_root"])
+    return (root if root.is_absolute() else Path(workflow.basedir) / root) / path
 
 
 DATASETS = [name for name, spec in config["datasets"].items() if spec["enabled"]]
@@ -38,11 +52,42 @@ def check_inputs_exist():
         if not path.is_file():
             raise WorkflowError(
                 f"config key 'datasets.{name}.path': file not found: {path} "
-                f"(data_root is '{config['data_root']}', resolved from {os.getcwd()})"
+                f"(data_root is '{config['data_root']}', resolved from {workflow.basedir})"
             )
 
 
 check_inputs_exist()
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, DATASETS)),
+    shard=r"\d+",
+
+
+def openai_specs(node, key=""):
+    """(config key, spec) of every `openai` backend spec in the config, skipping sections with enabled: false."""
+    if isinstance(node, dict):
+        if node.get("enabled") is False:
+            return
+        if node.get("backend") == "openai":
+            yield key, node
+        for k, v in node.items():
+            yield from openai_specs(v, f"{key}.{k}" if key else k)
+
+
+def check_api_keys():
+    """Name a missing API key before any job runs (from `onstart`, so a dry run, which calls nothing, passes)."""
+    for key, spec in openai_specs(config):
+        env = spec.get("api_key_env", "OPENAI_API_KEY")
+        if not os.environ.get(env) and not is_loopback(spec.get("base_url")):
+            raise WorkflowError(
+                f"config key '{key}': the openai backend reads its API key from the environment variable "
+                f"{env}, which is not set (export it, or set `api_key_env` to the variable that holds it)"
+            )
+
+
+onstart:
+    check_api_keys()
 
 
 def threads_for(rule):
@@ -62,7 +107,7 @@ def get_dataset_source(wildcards):
 
 
 def get_dataset_option(key, default=None):
-    """An input function returning one option of the dataset named by the wildcard."""
+    """An input function returning one option of the dataset named by the wildcard (dicts as JSON)."""
 
     def fn(wildcards):
         value = config["datasets"][wildcards.dataset].get(key, default)
@@ -71,190 +116,64 @@ def get_dataset_option(key, default=None):
     return fn
 
 
-def limit_option(wildcards):
-    limit = config["datasets"][wildcards.dataset].get("limit")
-    return "" if limit is None else f"--limit {int(limit)}"
+def get_records_files(wildcards=None):
+    return [f"results/data/{dataset}.jsonl" for dataset in DATASETS]
 
 
 def get_final_output():
-    """Everything the default target builds, i.e. each stage's tables and figures."""
+    """Everything the default target builds: each stage's tables and figures."""
     return [
         "results/tables/datasets.tsv",
         *tagging_final_output(),
         *normalize_final_output(),
+        *quality_final_output(),
+        *analysis_final_output(),
         *sampling_final_output(),
         *report_final_output(),
     ]
 
 
-# --- sampling ---
-# The pool, Algorithm 1 and the decoupled ablations (rules/sampling.smk). Variants come from
-# `sampling.ablations` in the config; each is one wildcard value of its ablation's rule.
-SAMPLING = config["sampling"]
-SAMPLING_ABLATIONS = ("complexity", "diversity", "size", "random")
+# --- tagging ---
+# A dataset's shard count follows from its record count, known after its ingestion: rule data_ingest is a
+# checkpoint, and these input functions read its statistics.
+TAGGING = config["tagging"]
 
 
-def _sampling_levels(spec):
-    """`steps` evenly spaced values from `min` to `max`, rounded to 4 decimals (just `min` when steps is 1)."""
-    n, lo, hi = spec["steps"], spec["min"], spec["max"]
-    if n > 1 and hi < lo:
-        raise WorkflowError(
-            f"config key 'sampling.ablations.*.levels': max {hi} is below min {lo}"
-        )
-    if n <= 1:
-        return [lo] * n
-    return [round(lo + i * (hi - lo) / (n - 1), 4) for i in range(n)]
+def get_tagging_settings_json(wildcards=None):
+    """The tagging section (backend, prompt, decoding, retries, cache, prices) as one JSON string."""
+    return json.dumps(
+        {k: v for k, v in TAGGING.items() if k != "shard_size"}, sort_keys=True
+    )
 
 
-def sampling_variants(ablation):
-    """Variant name -> the `instag sampling select` target arguments, for one ablation."""
-    spec = SAMPLING["ablations"][ablation]
-    if ablation == "complexity":
-        pairs = [
-            (
-                f"tags{k:g}",
-                f"--size {spec['size']} --coverage {spec['coverage']} --complexity {k}",
-            )
-            for k in _sampling_levels(spec["levels"])
-        ]
-    elif ablation == "diversity":
-        pairs = [
-            (
-                f"cov{round(100 * c, 2):g}",
-                f"--size {spec['size']} --coverage {c} --complexity {spec['avg_tags']}",
-            )
-            for c in _sampling_levels(spec["levels"])
-        ]
-    else:
-        sizes = set(spec["sizes"]) | (
-            {SAMPLING["size"]} if ablation == "size" else set()
-        )
-        pairs = [(f"n{n}", f"--size {n}") for n in sorted(sizes)]
-    variants = dict(pairs)
-    if len(variants) != len(pairs):
-        raise WorkflowError(
-            f"config key 'sampling.ablations.{ablation}.levels': two levels give the same variant name"
-        )
-    return variants
-
-
-SAMPLING_VARIANTS = {
-    ablation: sampling_variants(ablation) for ablation in SAMPLING_ABLATIONS
-}
-
-
-def _check_sampling_pool():
-    """Pool datasets must be configured; disabled ones are left out with a warning."""
-    for name in SAMPLING["pool"]:
-        if name not in config["datasets"]:
-            raise WorkflowError(
-                f"config key 'sampling.pool': '{name}' is not a configured dataset "
-                f"(datasets: {', '.join(config['datasets'])})"
-            )
-    off = [name for name in SAMPLING["pool"] if name not in DATASETS]
-    if off:
-        print(
-            f"Warning: sampling.pool datasets disabled and left out of the pool: {', '.join(off)}",
-            file=sys.stderr,
-        )
-    if SAMPLING["pool"] and len(off) == len(SAMPLING["pool"]):
-        raise WorkflowError(
-            "config key 'sampling.pool': every pool dataset is disabled"
-        )
-
-
-_check_sampling_pool()
-
-
-def sampling_variant_regex(ablation):
-    """Wildcard constraint of an ablation's rule: exactly its configured variant names."""
-    names = list(SAMPLING_VARIANTS[ablation])
-    return "|".join(map(re.escape, names)) if names else "(?!x)x"
-
-
-def get_sampling_pool_option(wildcards):
-    pooled = [name for name in SAMPLING["pool"] if name in DATASETS]
-    return "--datasets " + " ".join(pooled) if pooled else ""
-
-
-def get_sampling_targets(ablation):
-    """Input function: the target arguments of the variant named by the wildcard."""
-
-    def fn(wildcards):
-        return SAMPLING_VARIANTS[ablation][wildcards.variant]
-
-    return fn
-
-
-def get_sampling_tolerance():
-    tol = SAMPLING["tolerance"]
-    return f"--tol-coverage {tol['coverage']} --tol-complexity {tol['avg_tags']}"
-
-
-def get_ablation_samples(ablation):
-    """Every sample file and statistics file of one ablation (the input of its target rule)."""
-    return [
-        f"results/sampling/{ablation}/{variant}.{ext}"
-        for variant in SAMPLING_VARIANTS[ablation]
-        for ext in ("jsonl", "stats.json")
-    ]
-
-
-def get_sampling_stats(wildcards=None):
-    return [
-        f"results/sampling/{ablation}/{variant}.stats.json"
-        for ablation in SAMPLING_ABLATIONS
-        for variant in SAMPLING_VARIANTS[ablation]
-    ]
-
-
-def get_main_sample():
-    """Algorithm 1's selection at N = `sampling.size`: the TagLM training set."""
-    return f"results/sampling/size/n{SAMPLING['size']}.jsonl"
-
-
-def sampling_final_output():
-    return [
-        "results/tables/pool.tsv",
-        "results/tables/samples.tsv",
-        "results/figures/sampling_coverage_complexity.png",
-        "results/figures/sampling_coverage_complexity.pdf",
-    ]
-
-
-# --- normalize/analysis ---
-# Tag normalization (rules/normalize.smk), tag quality and the preliminary analysis (rules/analysis.smk).
-NORMALIZE = config["normalize"]
-QUALITY = config["quality"]
-ANALYSIS = config["analysis"]
-NORMALIZE_STEPS = ("frequency", "lexical", "semantic", "association")
-ANALYSIS_FIGURES = (
-    "diversity_complexity",
-    "tag_long_tail",
-    "top_tags",
-    "coverage_heatmap",
-)
+def tagging_shard_files(dataset, ext="jsonl"):
+    """The tag files (or, with ext="summary.json", the summaries) of every shard of one dataset."""
+    stats = checkpoints.data_ingest.get(dataset=dataset).output.stats
+    with open(stats, encoding="utf-8") as fh:
+        n = n_shards(json.load(fh)["selected"], TAGGING["shard_size"])
+    return [f"results/tagging/{dataset}/shard-{k}.{ext}" for k in range(n)]
 
 
 def get_tag_shards(wildcards=None):
-    """Every tagging shard of every dataset, in config order.
+    """Every tagging shard of every dataset, in config order."""
+    return [path for dataset in DATASETS for path in tagging_shard_files(dataset)]
 
-    The tagging section names them through `tagging_shard_files(dataset)`; until it exists, one shard per
-    dataset (results/tagging/<dataset>/shard-0.jsonl, or `tagging.shards` of them) is assumed.
-    """
-    named = globals().get("tagging_shard_files")
-    if named is not None:
-        return [path for dataset in DATASETS for path in named(dataset)]
-    n = int(config.get("tagging", {}).get("shards", 1))
+
+def get_tagging_summaries(wildcards=None):
     return [
-        f"results/tagging/{dataset}/shard-{k}.jsonl"
+        path
         for dataset in DATASETS
-        for k in range(n)
+        for path in tagging_shard_files(dataset, "summary.json")
     ]
 
 
-def get_records_files(wildcards=None):
-    return [f"results/data/{dataset}.jsonl" for dataset in DATASETS]
+def tagging_final_output():
+    return ["results/tables/cost_estimate.tsv", "results/tables/tagging.tsv"]
+
+
+# --- normalize ---
+NORMALIZE = config["normalize"]
+NORMALIZE_STEPS = ("frequency", "lexical", "semantic", "association")
 
 
 def normalize_step_file(step):
@@ -268,26 +187,15 @@ def get_normalize_after(step):
     ]
 
 
-def get_normalize_frequency_args(wildcards=None):
-    f = NORMALIZE["frequency"]
-    return (
-        f"--alpha {f['alpha']} --scale {str(f['scale']).lower()}"
-        f" --reference-queries {f['reference_queries']} --alpha-min {f['alpha_min']}"
-    )
+def normalize_final_output():
+    return [
+        "results/tables/normalization_steps.tsv",
+        "results/tables/tag_mapping.tsv",
+    ]
 
 
-def get_normalize_semantic_args(wildcards=None):
-    s = NORMALIZE["semantic"]
-    return f"--eps {s['eps']} --min-samples {s['min_samples']} --batch-size {s['batch_size']}"
-
-
-def get_normalize_association_args(wildcards=None):
-    a = NORMALIZE["association"]
-    return (
-        f"--min-support {a['min_support']} --min-confidence {a['min_confidence']} --engine {a['engine']}"
-        f" --scale {str(a['scale']).lower()} --min-support-floor {a['min_support_floor']}"
-        f" --max-rounds {a['max_rounds']} --reference-queries {NORMALIZE['frequency']['reference_queries']}"
-    )
+# --- quality ---
+QUALITY = config["quality"]
 
 
 def get_quality_judge(wildcards=None):
@@ -295,14 +203,29 @@ def get_quality_judge(wildcards=None):
     return json.dumps(QUALITY["judge"], sort_keys=True)
 
 
-def get_quality_args(wildcards=None):
-    q = QUALITY
-    return (
-        f"--n-precision {q['n_precision']} --n-consistency {q['n_consistency']} --set-size {q['set_size']}"
-        f" --min-instances {q['min_instances']} --seed {q['seed']} --max-query-chars {q['max_query_chars']}"
-        f" --max-tokens {q['max_tokens']} --prices {shlex.quote(json.dumps(q['prices'], sort_keys=True))}"
-        + ("" if q["spend_cap_usd"] is None else f" --spend-cap-usd {q['spend_cap_usd']}")
-    )
+def get_quality_prices(wildcards=None):
+    return json.dumps(QUALITY["prices"], sort_keys=True)
+
+
+def quality_final_output():
+    return ["results/tables/tag_quality.tsv"] if QUALITY["enabled"] else []
+
+
+# --- analysis ---
+ANALYSIS = config["analysis"]
+ANALYSIS_FIGURES = (
+    "diversity_complexity",
+    "tag_long_tail",
+    "top_tags",
+    "coverage_heatmap",
+)
+
+for _name in ANALYSIS["scores"]:
+    if _name not in config["datasets"]:
+        raise WorkflowError(
+            f"config key 'analysis.scores.{_name}': not a configured dataset "
+            f"(datasets: {', '.join(config['datasets'])})"
+        )
 
 
 def get_analysis_names(wildcards=None):
@@ -310,17 +233,6 @@ def get_analysis_names(wildcards=None):
         {d: config["datasets"][d].get("paper_name", d) for d in DATASETS},
         sort_keys=True,
     )
-
-
-def _check_analysis_scores():
-    for name in ANALYSIS["scores"]:
-        if name not in config["datasets"]:
-            raise WorkflowError(
-                f"config key 'analysis.scores.{name}': not a configured dataset (datasets: {', '.join(config['datasets'])})"
-            )
-
-
-_check_analysis_scores()
 
 
 def get_analysis_scores(wildcards=None):
@@ -342,69 +254,75 @@ def analysis_figure_files():
     ]
 
 
-def normalize_final_output():
-    """The normalization, analysis and (when enabled) tag quality tables and figures.
-
-    Empty while no tagging section defines `tagging_shard_files` (nothing would produce the shards yet), so
-    `all` keeps building without the tagging stage; the stage targets work on hand-made shards regardless.
-    """
-    if "tagging_shard_files" not in globals():
-        return []
-    out = [
-        "results/tables/normalization_steps.tsv",
-        "results/tables/tag_mapping.tsv",
+def analysis_final_output():
+    return [
         "results/tables/analysis_datasets.tsv",
         "results/tables/analysis_correlation.tsv",
         *analysis_figure_files(),
     ]
-    if QUALITY["enabled"]:
-        out.append("results/tables/tag_quality.tsv")
-    return out
 
 
-# --- tagging ---
-# LLM tagging (rules/tagging.smk). A dataset's shard count follows from its record count, known after its
-# ingestion: rule data_ingest is a checkpoint, and these input functions read its output.
-TAGGING = config["tagging"]
+# --- sampling ---
+# Variants come from `sampling.ablations` through instag.sampling.plan_variants; each is one wildcard value
+# (the stepped number) of its ablation's rule.
+SAMPLING = config["sampling"]
+try:
+    SAMPLING_VARIANTS = plan_variants(SAMPLING)
+except ConfigError as exc:
+    raise WorkflowError(str(exc))
 
-
-def get_tagging_settings_json(wildcards=None):
-    """The tagging section (backend, prompt, decoding, retries, cache, prices) as one JSON string."""
-    return json.dumps(
-        {k: v for k, v in TAGGING.items() if k != "shard_size"}, sort_keys=True
+for _name in SAMPLING["pool"]:
+    if _name not in config["datasets"]:
+        raise WorkflowError(
+            f"config key 'sampling.pool': '{_name}' is not a configured dataset "
+            f"(datasets: {', '.join(config['datasets'])})"
+        )
+SAMPLING_POOL = [name for name in SAMPLING["pool"] if name in DATASETS]
+if len(SAMPLING_POOL) < len(SAMPLING["pool"]):
+    if not SAMPLING_POOL:
+        raise WorkflowError(
+            "config key 'sampling.pool': every pool dataset is disabled"
+        )
+    print(
+        "Warning: sampling.pool datasets disabled and left out of the pool: "
+        + ", ".join(sorted(set(SAMPLING["pool"]) - set(SAMPLING_POOL))),
+        file=sys.stderr,
     )
 
 
-def get_tagging_records(wildcards=None):
-    return [f"results/data/{dataset}.jsonl" for dataset in DATASETS]
+def sampling_values(ablation):
+    """Wildcard constraint of an ablation's rule: exactly its configured values."""
+    values = [v.value for v in SAMPLING_VARIANTS[ablation]]
+    return "|".join(map(re.escape, values)) if values else "(?!x)x"
 
 
-def tagging_n_shards(dataset):
-    """Shards of an ingested dataset: ceil(records / shard_size), at least one (waits for its ingestion)."""
-    records = checkpoints.data_ingest.get(dataset=dataset).output.records
-    with open(records, encoding="utf-8") as fh:
-        n = sum(1 for line in fh if line.strip())
-    return max(1, -(-n // TAGGING["shard_size"]))
-
-
-def tagging_shard_files(dataset, ext="jsonl"):
-    """The tag files (or, with ext="summary.json", the summaries) of every shard of one dataset."""
+def sampling_files(ablation, ext="jsonl"):
     return [
-        f"results/tagging/{dataset}/shard-{k}.{ext}"
-        for k in range(tagging_n_shards(dataset))
+        f"results/sampling/{ablation}/{v.name}.{ext}"
+        for v in SAMPLING_VARIANTS[ablation]
     ]
 
 
-def get_tagging_summaries(wildcards=None):
+def get_ablation_samples(ablation):
+    """Every sample file and statistics file of one ablation (the input of its target rule)."""
+    return sampling_files(ablation) + sampling_files(ablation, "stats.json")
+
+
+def get_sampling_stats(wildcards=None):
     return [
         path
-        for dataset in DATASETS
-        for path in tagging_shard_files(dataset, "summary.json")
+        for ablation in SAMPLING_VARIANTS
+        for path in sampling_files(ablation, "stats.json")
     ]
 
 
-def tagging_final_output():
-    return ["results/tables/cost_estimate.tsv", "results/tables/tagging.tsv"]
+def sampling_final_output():
+    return [
+        "results/tables/pool.tsv",
+        "results/tables/samples.tsv",
+        "results/figures/sampling_coverage_complexity.png",
+        "results/figures/sampling_coverage_complexity.pdf",
+    ]
 
 
 # --- report ---

@@ -9,7 +9,9 @@ checkpoint data_ingest:
         rejected="results/data/{dataset}.rejected.jsonl",
         stats="results/data/{dataset}.stats.json",
     log:
-        "results/logs/data/ingest/{dataset}.log",
+        log="results/logs/data/ingest/{dataset}.log",
+        # the rejected rows, copied here only when the dataset fails (a failed job's outputs are deleted)
+        rejected="results/logs/data/ingest/{dataset}.rejected.jsonl",
     conda:
         "../envs/core.yaml"
     threads: threads_for("data_ingest")
@@ -18,17 +20,17 @@ checkpoint data_ingest:
     params:
         fmt=get_dataset_option("format"),
         fields=get_dataset_option("fields", {}),
-        limit=limit_option,
+        limit=get_dataset_option("limit"),
         seed=get_dataset_option("seed", 0),
         max_query_chars=config["ingest"]["max_query_chars"],
         max_reject_fraction=config["ingest"]["max_reject_fraction"],
     shell:
         "instag -v data ingest --dataset {wildcards.dataset:q} --path {input.source:q}"
-        " --format {params.fmt:q} --fields {params.fields:q} {params.limit} --seed {params.seed}"
+        " --format {params.fmt:q} --fields {params.fields:q} --limit {params.limit} --seed {params.seed}"
         " --max-query-chars {params.max_query_chars}"
         " --max-reject-fraction {params.max_reject_fraction}"
         " --out {output.records:q} --rejected {output.rejected:q} --stats {output.stats:q}"
-        " > /dev/null 2> {log:q}"
+        " --rejected-on-failure {log.rejected:q} > /dev/null 2> {log.log:q}"
 
 
 rule data_summarize:

@@ -37,10 +37,11 @@ rule normalize_frequency:
     resources:
         **resources_for("normalize_frequency"),
     params:
-        args=get_normalize_frequency_args,
+        f=NORMALIZE["frequency"],
     shell:
-        "instag -v normalize frequency --pool {input.pool:q} {params.args} --out {output.step:q}"
-        " > /dev/null 2> {log:q}"
+        "instag -v normalize frequency --pool {input.pool:q} --alpha {params.f[alpha]} --scale {params.f[scale]}"
+        " --reference-queries {params.f[reference_queries]} --alpha-min {params.f[alpha_min]}"
+        " --out {output.step:q} > /dev/null 2> {log:q}"
 
 
 rule normalize_lexical:
@@ -77,13 +78,11 @@ rule normalize_semantic:
     resources:
         **resources_for("normalize_semantic"),
     params:
-        model=NORMALIZE["semantic"]["model"],
-        device=NORMALIZE["semantic"]["device"],
-        cache_dir=NORMALIZE["semantic"]["cache_dir"],
-        args=get_normalize_semantic_args,
+        s=NORMALIZE["semantic"],
     shell:
-        "instag -v normalize semantic --pool {input.pool:q} --after {input.after:q} --model {params.model:q}"
-        " --device {params.device:q} --cache-dir {params.cache_dir:q} {params.args} --threads {threads}"
+        "instag -v normalize semantic --pool {input.pool:q} --after {input.after:q} --model {params.s[model]:q}"
+        " --device {params.s[device]:q} --cache-dir {params.s[cache_dir]:q} --eps {params.s[eps]}"
+        " --min-samples {params.s[min_samples]} --batch-size {params.s[batch_size]} --threads {threads}"
         " --out {output.step:q} > /dev/null 2> {log:q}"
 
 
@@ -103,9 +102,13 @@ rule normalize_association:
     resources:
         **resources_for("normalize_association"),
     params:
-        args=get_normalize_association_args,
+        a=NORMALIZE["association"],
+        reference_queries=NORMALIZE["frequency"]["reference_queries"],
     shell:
-        "instag -v normalize association --pool {input.pool:q} --after {input.after:q} {params.args}"
+        "instag -v normalize association --pool {input.pool:q} --after {input.after:q}"
+        " --min-support {params.a[min_support]} --min-confidence {params.a[min_confidence]}"
+        " --engine {params.a[engine]} --scale {params.a[scale]} --min-support-floor {params.a[min_support_floor]}"
+        " --max-rounds {params.a[max_rounds]} --reference-queries {params.reference_queries}"
         " --out {output.step:q} > /dev/null 2> {log:q}"
 
 

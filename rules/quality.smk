@@ -21,12 +21,16 @@ rule quality_judge:
     resources:
         **resources_for("quality_judge"),
     params:
+        q=QUALITY,
         judge=get_quality_judge,
-        cache_dir=QUALITY["cache_dir"],
-        args=get_quality_args,
+        prices=get_quality_prices,
     shell:
         "instag -v quality judge --normalized {input.normalized:q} --records {input.records:q}"
-        " --judge {params.judge:q} --cache-dir {params.cache_dir:q} {params.args}"
+        " --judge {params.judge:q} --cache-dir {params.q[cache_dir]:q} --n-precision {params.q[n_precision]}"
+        " --n-consistency {params.q[n_consistency]} --set-size {params.q[set_size]}"
+        " --min-instances {params.q[min_instances]} --seed {params.q[seed]}"
+        " --max-query-chars {params.q[max_query_chars]} --max-tokens {params.q[max_tokens]}"
+        " --prices {params.prices:q} --spend-cap-usd {params.q[spend_cap_usd]}"
         " --out {output.judgments:q} --table {output.table:q} --cost-estimate {output.cost:q}"
         " > /dev/null 2> {log:q}"
 

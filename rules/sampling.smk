@@ -1,8 +1,9 @@
 # Stage `sampling`: the pool, Algorithm 1 and the decoupled ablations  <->  src/instag/sampling.py
 #
-# One rule per ablation (variants are wildcard values from `sampling.ablations`), so that
+# One rule per ablation; its wildcard is the number the ablation steps (variants planned from `sampling.ablations`
+# by instag.sampling.plan_variants), so that
 # `snakemake --forcerun sampling_diversity` reruns only the diversity variants and what depends on them,
-# and `snakemake ablation_diversity` (or one results/sampling/diversity/<variant>.jsonl) builds nothing else.
+# and `snakemake ablation_diversity` (or one results/sampling/diversity/cov<coverage>.jsonl) builds nothing else.
 
 
 rule sampling_pool:
@@ -20,9 +21,9 @@ rule sampling_pool:
     resources:
         **resources_for("sampling_pool"),
     params:
-        datasets=get_sampling_pool_option,
+        datasets=SAMPLING_POOL,
     shell:
-        "instag -v sampling pool --tags {input.tags:q} {params.datasets}"
+        "instag -v sampling pool --tags {input.tags:q} --datasets {params.datasets:q}"
         " --out {output.pool:q} --stats {output.stats:q} --table {output.table:q} > /dev/null 2> {log:q}"
 
 
@@ -30,78 +31,96 @@ rule sampling_complexity:
     input:
         pool=rules.sampling_pool.output.pool,
     output:
-        sample="results/sampling/complexity/{variant}.jsonl",
-        stats="results/sampling/complexity/{variant}.stats.json",
+        sample="results/sampling/complexity/tags{complexity}.jsonl",
+        stats="results/sampling/complexity/tags{complexity}.stats.json",
     log:
-        "results/logs/sampling/select/complexity/{variant}.log",
+        "results/logs/sampling/select/complexity/tags{complexity}.log",
     benchmark:
-        "results/benchmarks/sampling/select/complexity/{variant}.tsv"
+        "results/benchmarks/sampling/select/complexity/tags{complexity}.tsv"
     wildcard_constraints:
-        variant=sampling_variant_regex("complexity"),
+        complexity=sampling_values("complexity"),
     conda:
         "../envs/core.yaml"
     threads: threads_for("sampling_select")
     resources:
         **resources_for("sampling_select"),
     params:
-        ablation="complexity",
-        targets=get_sampling_targets("complexity"),
-        tolerance=get_sampling_tolerance(),
+        a=SAMPLING["ablations"]["complexity"],
+        tol=SAMPLING["tolerance"],
         seed=SAMPLING["seed"],
     shell:
-        "instag -v sampling select --pool {input.pool:q} --ablation {params.ablation} --variant {wildcards.variant}"
-        " {params.targets} {params.tolerance} --seed {params.seed}"
+        "instag -v sampling select --pool {input.pool:q} --ablation complexity --variant tags{wildcards.complexity}"
+        " --size {params.a[size]} --coverage {params.a[coverage]} --complexity {wildcards.complexity}"
+        " --tol-coverage {params.tol[coverage]} --tol-complexity {params.tol[avg_tags]} --seed {params.seed}"
         " --out {output.sample:q} --stats {output.stats:q} > /dev/null 2> {log:q}"
 
 
-use rule sampling_complexity as sampling_diversity with:
+rule sampling_diversity:
+    input:
+        pool=rules.sampling_pool.output.pool,
     output:
-        sample="results/sampling/diversity/{variant}.jsonl",
-        stats="results/sampling/diversity/{variant}.stats.json",
+        sample="results/sampling/diversity/cov{coverage}.jsonl",
+        stats="results/sampling/diversity/cov{coverage}.stats.json",
     log:
-        "results/logs/sampling/select/diversity/{variant}.log",
+        "results/logs/sampling/select/diversity/cov{coverage}.log",
     benchmark:
-        "results/benchmarks/sampling/select/diversity/{variant}.tsv"
+        "results/benchmarks/sampling/select/diversity/cov{coverage}.tsv"
     wildcard_constraints:
-        variant=sampling_variant_regex("diversity"),
+        coverage=sampling_values("diversity"),
+    conda:
+        "../envs/core.yaml"
+    threads: threads_for("sampling_select")
+    resources:
+        **resources_for("sampling_select"),
     params:
-        ablation="diversity",
-        targets=get_sampling_targets("diversity"),
-        tolerance=get_sampling_tolerance(),
+        a=SAMPLING["ablations"]["diversity"],
+        tol=SAMPLING["tolerance"],
         seed=SAMPLING["seed"],
+    shell:
+        "instag -v sampling select --pool {input.pool:q} --ablation diversity --variant cov{wildcards.coverage}"
+        " --size {params.a[size]} --coverage {wildcards.coverage} --complexity {params.a[avg_tags]}"
+        " --tol-coverage {params.tol[coverage]} --tol-complexity {params.tol[avg_tags]} --seed {params.seed}"
+        " --out {output.sample:q} --stats {output.stats:q} > /dev/null 2> {log:q}"
 
 
-use rule sampling_complexity as sampling_size with:
+rule sampling_size:
+    input:
+        pool=rules.sampling_pool.output.pool,
     output:
-        sample="results/sampling/size/{variant}.jsonl",
-        stats="results/sampling/size/{variant}.stats.json",
+        sample="results/sampling/size/n{size}.jsonl",
+        stats="results/sampling/size/n{size}.stats.json",
     log:
-        "results/logs/sampling/select/size/{variant}.log",
+        "results/logs/sampling/select/size/n{size}.log",
     benchmark:
-        "results/benchmarks/sampling/select/size/{variant}.tsv"
+        "results/benchmarks/sampling/select/size/n{size}.tsv"
     wildcard_constraints:
-        variant=sampling_variant_regex("size"),
+        size=sampling_values("size"),
+    conda:
+        "../envs/core.yaml"
+    threads: threads_for("sampling_select")
+    resources:
+        **resources_for("sampling_select"),
     params:
         ablation="size",
-        targets=get_sampling_targets("size"),
-        tolerance="",
         seed=SAMPLING["seed"],
+    shell:
+        "instag -v sampling select --pool {input.pool:q} --ablation {params.ablation} --variant n{wildcards.size}"
+        " --size {wildcards.size} --seed {params.seed} --out {output.sample:q} --stats {output.stats:q}"
+        " > /dev/null 2> {log:q}"
 
 
-use rule sampling_complexity as sampling_random with:
+use rule sampling_size as sampling_random with:
     output:
-        sample="results/sampling/random/{variant}.jsonl",
-        stats="results/sampling/random/{variant}.stats.json",
+        sample="results/sampling/random/n{size}.jsonl",
+        stats="results/sampling/random/n{size}.stats.json",
     log:
-        "results/logs/sampling/select/random/{variant}.log",
+        "results/logs/sampling/select/random/n{size}.log",
     benchmark:
-        "results/benchmarks/sampling/select/random/{variant}.tsv"
+        "results/benchmarks/sampling/select/random/n{size}.tsv"
     wildcard_constraints:
-        variant=sampling_variant_regex("random"),
+        size=sampling_values("random"),
     params:
         ablation="random",
-        targets=get_sampling_targets("random"),
-        tolerance="",
         seed=SAMPLING["seed"],
 
 

@@ -1,13 +1,13 @@
 # Stage `tagging`: open-set tags for every query with an LLM, sharded per dataset  <->  src/instag/tagging.py
 #
 # The number of shards of a dataset is known once it is ingested (rule data_ingest is a checkpoint), so the
-# shard list comes from `tagging_shard_files(dataset)` in common.smk. Every call is cached in
+# shard list comes from `tagging_shard_files(dataset)` in common.smk (instag.tagging.n_shards of its records). Every call is cached in
 # `tagging.cache_dir` (outside results/): rerunning a shard makes no completed call twice.
 
 
 rule tagging_estimate_cost:
     input:
-        records=get_tagging_records,
+        records=get_records_files,
     output:
         table="results/tables/cost_estimate.tsv",
     log:
@@ -53,7 +53,7 @@ rule tagging_tag_shard:
 rule tagging_summarize:
     input:
         # every dataset's records up front, so all ingestion jobs run at once before the shards are counted
-        records=get_tagging_records,
+        records=get_records_files,
         summaries=get_tagging_summaries,
     output:
         table="results/tables/tagging.tsv",

@@ -22,6 +22,7 @@ import hashlib
 import heapq
 import json
 import logging
+import shutil
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .io import JsonlBadLine, atomic_write, dumps, iter_jsonl, read_bytes, read_json, write_json, write_tsv
+from .io import JsonlBadLine, iter_jsonl, read_bytes, read_json, write_json, write_tsv
+from .records import RECORD, REJECTED, has_visible_text, queries
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +77,6 @@ def reader(name: str):
     return deco
 
 
-def queries(record: dict) -> list[str]:
-    """The texts of a record that get tagged: its user turns, in order."""
-    return [t["content"] for t in record["turns"] if t["role"] == "user"]
-
-
 # --------------------------------------------------------------------------------------------- sources
 
 
@@ -92,6 +89,8 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
     """
     head = read_bytes(path, 4096).removeprefix(b"\xef\xbb\xbf")
     if not head.lstrip().startswith(b"["):
+        if head.lstrip().startswith(b"{"):
+            _refuse_top_level_object(path)
         yield from iter_jsonl(path, strict=False)
         return
     data = read_bytes(path)
@@ -134,6 +133,30 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
         yield line, obj
         line += text.count("\n", pos, end)
         pos = end
+
+
+def _refuse_top_level_object(path: Path) -> None:
+    """A file that is one JSON object spread over several lines is not JSON lines: say a list was expected.
+
+    JSON lines also start with ``{``, so only a first line that is not JSON on its own is checked further.
+    """
+    first = read_bytes(path, 1 << 20).removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0]
+    try:
+        json.loads(first)
+        return
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        whole = json.loads(read_bytes(path).decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return  # broken JSON lines: each bad line is set aside with its reason
+    if isinstance(whole, dict):
+        keys = ", ".join(list(whole)[:8]) or "none"
+        raise InputError(
+            path,
+            f"the top level is a JSON object (keys: {keys}); expected a list of records "
+            "(a JSON array of objects, or one JSON object per line)",
+        )
 
 
 def _field(row: Any, key: str) -> Any:
@@ -345,6 +368,10 @@ def validate_turns(turns: Turns, max_query_chars: int) -> tuple[Turns, Reject | 
             return turns, Reject("unknown_role", f"turn {i} has role '{turn['role']}'")
         if not turn["content"].strip():
             return turns, Reject("empty_turn", f"turn {i} ({role}) is empty or whitespace")
+        if not has_visible_text(turn["content"]):
+            return turns, Reject(
+                "no_visible_text", f"turn {i} ({role}) holds only invisible format or control characters"
+            )
         try:
             turn["content"].encode("utf-8")
         except UnicodeEncodeError as exc:
@@ -372,12 +399,28 @@ def ingest(
     fields: dict | None = None,
     max_query_chars: int = 32768,
     max_reject_fraction: float = 0.5,
+    rejected_on_failure: str | Path | None = None,
 ) -> dict:
-    """Read one dataset, write kept records to ``out`` and set-aside rows to ``rejected``; return statistics.
+    """Read one dataset file; write kept records, set-aside rows and statistics; return the statistics.
 
     ``limit`` keeps a seeded, content-keyed random subset of the valid records (the same records for the
     same seed whatever the file order), written in source order. Raises :class:`InputError` when the file
     has no records or when more than ``max_reject_fraction`` of its rows are rejected.
+
+    Args:
+        dataset: dataset name (prefix of every record id)
+        path: source file (plain or gzipped)
+        fmt: source format
+        out: records JSONL to write
+        rejected: quarantine JSONL to write (line, reason, detail, start of the raw text)
+        stats: statistics JSON to write
+        limit: keep a seeded random subset of this many records (none: all)
+        seed: seed of the subset
+        fields: JSON map of field names, e.g. '{"query": "problem"}'
+        max_query_chars: reject queries longer than this
+        max_reject_fraction: fail when more than this share of rows is rejected
+        rejected_on_failure: where the rejected rows are copied when the dataset fails (a path that outlives
+            the failed job, e.g. beside its log); the error names it
     """
     path = Path(path)
     if fmt not in READERS:
@@ -389,7 +432,7 @@ def ingest(
     rows_read = 0
     heap: list[tuple[str, int, dict]] = []  # max-heap by negated key, of the ``limit`` smallest keys
     kept_all: list[dict] = []
-    with atomic_write(rejected) as rej:
+    with REJECTED.writer(rejected) as reject_row:
         for line, turns, source_id in READERS[fmt](path, {"fields": fields or {}}):
             rows_read += 1
             reject = turns if isinstance(turns, Reject) else None
@@ -405,11 +448,8 @@ def ingest(
                 reasons[reject.reason] += 1
                 raw = reject.raw or (json.dumps(turns, ensure_ascii=False)[:RAW_KEEP_CHARS] if turns else "")
                 raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates stay visible
-                rej.write(
-                    dumps(
-                        {"dataset": dataset, "line": line, "reason": reject.reason, "detail": reject.detail, "raw": raw}
-                    )
-                    + "\n"
+                reject_row(
+                    {"dataset": dataset, "line": line, "reason": reject.reason, "detail": reject.detail, "raw": raw}
                 )
                 continue
             rec = {"id": rid, "dataset": dataset, "source_line": line, "source_id": source_id, "turns": turns}
@@ -427,6 +467,10 @@ def ingest(
         raise InputError(path, f"dataset '{dataset}': no records found")
     if n_rejected / rows_read > max_reject_fraction:
         top = ", ".join(f"{r}: {c}" for r, c in reasons.most_common(5))
+        if rejected_on_failure is not None:  # a failed job's outputs are deleted; this copy is not an output
+            Path(rejected_on_failure).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(rejected, rejected_on_failure)
+            rejected = rejected_on_failure
         raise InputError(
             path,
             f"dataset '{dataset}': {n_rejected} of {rows_read} rows rejected "
@@ -434,9 +478,7 @@ def ingest(
         )
     kept = len(seen)
     selected = kept_all if limit is None else [rec for _, _, rec in sorted(heap, key=lambda x: x[1])]
-    with atomic_write(out) as fh:
-        for rec in selected:
-            fh.write(dumps(rec) + "\n")
+    RECORD.write(out, selected)
     summary = _stats(dataset, fmt, path, rows_read, kept, selected, reasons, limit, seed)
     log.info(
         "%s: read %d rows, kept %d, selected %d, rejected %d %s",
@@ -495,7 +537,12 @@ def _stats(dataset, fmt, path, rows_read, kept, selected, reasons, limit, seed) 
 
 
 def summarize(stats_files: list[str | Path], out: str | Path) -> list[dict]:
-    """Gather per-dataset statistics into one TSV, one row per dataset, one column per rejection reason."""
+    """Gather per-dataset statistics into one TSV, one row per dataset, one column per rejection reason.
+
+    Args:
+        stats_files: statistics JSON files from 'instag data ingest'
+        out: TSV to write
+    """
     stats = [read_json(p) for p in stats_files]
     reasons = sorted({r for s in stats for r in s["rejected_by_reason"]})
     rows = []
@@ -532,64 +579,5 @@ SUMMARY_COLUMNS = [
 
 
 def read_records(path: str | Path) -> Iterator[dict]:
-    """Iterate the records of an ingested ``results/data/<dataset>.jsonl``."""
-    for _, rec in iter_jsonl(path):
-        yield rec
-
-
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser(
-        "data",
-        help="ingest SFT datasets into one record format",
-        description="Read SFT datasets in their published formats and write uniform JSONL records.",
-    )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    a = acts.add_parser(
-        "ingest",
-        help="read one dataset file",
-        description="Read one dataset file; write kept records, rejected rows and statistics.",
-    )
-    a.add_argument("--dataset", required=True, help="dataset name (prefix of every record id)")
-    a.add_argument("--path", required=True, help="source file (plain or gzipped)")
-    a.add_argument("--format", required=True, choices=sorted(READERS), help="source format")
-    a.add_argument("--fields", default="{}", help='JSON map of field names, e.g. \'{"query": "problem"}\'')
-    a.add_argument("--limit", type=int, default=None, help="keep a seeded random subset of this many records")
-    a.add_argument("--seed", type=int, default=0, help="seed of the subset (default 0)")
-    a.add_argument("--max-query-chars", type=int, default=32768, help="reject queries longer than this")
-    a.add_argument(
-        "--max-reject-fraction",
-        type=float,
-        default=0.5,
-        help="fail when more than this share of rows is rejected (default 0.5)",
-    )
-    a.add_argument("--out", required=True, help="records JSONL to write")
-    a.add_argument("--rejected", required=True, help="quarantine JSONL to write (line, reason, raw text)")
-    a.add_argument("--stats", help="statistics JSON to write")
-    a.set_defaults(
-        func=lambda args: ingest(
-            args.dataset,
-            args.path,
-            args.format,
-            args.out,
-            args.rejected,
-            args.stats,
-            limit=args.limit,
-            seed=args.seed,
-            fields=json.loads(args.fields),
-            max_query_chars=args.max_query_chars,
-            max_reject_fraction=args.max_reject_fraction,
-        )
-    )
-
-    s = acts.add_parser(
-        "summarize",
-        help="gather statistics into datasets.tsv",
-        description="Write one TSV row per dataset from the statistics JSON files.",
-    )
-    s.add_argument("stats", nargs="+", help="statistics JSON files from 'instag data ingest'")
-    s.add_argument("--out", required=True, help="TSV to write")
-    s.set_defaults(func=lambda args: summarize(args.stats, args.out))
+    """Iterate the records of an ingested ``results/data/<dataset>.jsonl`` (checked: see instag.records)."""
+    return RECORD.rows(path)

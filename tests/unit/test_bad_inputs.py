@@ -60,6 +60,13 @@ QUARANTINE_CASES = [
     case("deep_nesting.jsonl", "qa", 3, {2: ("invalid_json", "too_deep")}),
     case("crlf.jsonl", "qa", 2, {}),
     case("top_level_object.json", "qa", 1, {1: "missing_field"}),
+    case(
+        "invisible_queries.jsonl",
+        "qa",
+        6,
+        {n: "no_visible_text" for n in (1, 2, 3, 4)},
+        {"query": "problem", "response": "solution"},
+    ),
 ]
 
 # file, format, a text the error message must contain, the line it must name (None: no line, or any)
@@ -69,6 +76,13 @@ ERROR_CASES = [
     pytest.param("whitespace_only.jsonl", "qa", "no records", None, id="whitespace_only.jsonl"),
     pytest.param("empty_array.json", "alpaca", "no records", None, id="empty_array.json"),
     pytest.param("all_bad.jsonl", "qa", "5 of 5 rows rejected", None, id="all_bad.jsonl"),
+    pytest.param(
+        "top_level_object_pretty.json",
+        "alpaca",
+        "top level is a JSON object (keys: version, data); expected a list of records",
+        None,
+        id="top_level_object_pretty.json",
+    ),
 ]
 
 #: corpus files covered by tests other than the two tables above
@@ -293,3 +307,13 @@ def test_tagger_output_corpus():
             assert got == c["tags"], f"{c['name']}: {got}, {parsed.error}"
         elif c["expect"] == "invalid_or_valid_subset":
             assert got is None or got == c["tags"], f"{c['name']}: {got}"
+
+
+def test_rejected_rows_outlive_a_failed_dataset(tmp_path):
+    """A dataset that stops for too many rejected rows copies its quarantine where the error says."""
+    out, rej, keep = tmp_path / "o.jsonl", tmp_path / "o.rejected.jsonl", tmp_path / "logs" / "o.rejected.jsonl"
+    with pytest.raises(InputError, match="5 of 5 rows rejected") as err:
+        ingest("bad", BAD / "all_bad.jsonl", "qa", out, rej, rejected_on_failure=keep)
+    assert str(keep) in str(err.value)
+    rej.unlink()  # what Snakemake does with a failed job's outputs
+    assert len(keep.read_text(encoding="utf-8").splitlines()) == 5

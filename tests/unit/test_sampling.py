@@ -1,4 +1,4 @@
-"""Algorithm 1 and the decoupled ablations on small hand-made and synthetic pools (src/instag/sampling.py)."""
+"""Algorithm 1 and the decoupled ablations on small hand-made and synthetic pools (src/instag/sampling/)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import pytest
 
 from instag import sampling
 from instag.errors import InputError
-from instag.sampling import Pool, UnreachableTarget, complexity_first, constrained, ranked_order, uniform_random
+from instag.io import read_tsv
+from instag.sampling import (
+    Pool,
+    UnreachableTarget,
+    algorithms,
+    complexity_first,
+    constrained,
+    ranked_order,
+    uniform_random,
+)
 from instag.synthetic import pool_arrays
 
 
@@ -151,7 +160,7 @@ def test_cover_matches_the_sequential_definition(coverage, target):
     rank = np.empty(pool.size, dtype=np.int64)
     rank[order] = np.arange(pool.size)
     k = round(coverage * pool.n_tags)
-    kept, in_u, _ = sampling._cover(pool, order, rank, k)
+    kept, in_u, _ = algorithms._cover(pool, order, rank, k)
     ref_kept, ref_cov = naive_cover(pool, order, k)
     assert kept.tolist() == ref_kept
     assert set(np.flatnonzero(in_u).tolist()) == ref_cov
@@ -159,9 +168,9 @@ def test_cover_matches_the_sequential_definition(coverage, target):
 
 def test_fill_levels_hits_the_sum():
     hist = np.array([0, 10, 10, 5, 1, 0, 2])
-    take, diff = sampling._fill_levels(hist, 12, 35)
+    take, diff = algorithms._fill_levels(hist, 12, 35)
     assert diff == 0 and take.sum() == 12 and (take * np.arange(7)).sum() == 35 and (take <= hist).all()
-    take, diff = sampling._fill_levels(hist, 5, 40)  # the 5 largest sum to only 6+6+4+3+3 = 22
+    take, diff = algorithms._fill_levels(hist, 5, 40)  # the 5 largest sum to only 6+6+4+3+3 = 22
     assert diff == 40 - 22
 
 
@@ -304,10 +313,10 @@ def test_pool_and_table_contents(tmp_path):
     n_untagged = sum(1 for i in range(1500) if i % 50 == 7 and i % 3 in (0, 1))
     assert stats["queries"] == 1000 - n_untagged and stats["untagged_left_out"] == n_untagged
     assert stats["datasets"] == ["alpha", "beta"] and stats["datasets_not_pooled"] == ["gamma"]
-    pool_rows = sampling.read_tsv(tmp_path / "pool.tsv")
+    pool_rows = read_tsv(tmp_path / "pool.tsv")
     assert pool_rows[0] == {"measure": "queries", "this_run": str(stats["queries"]), "paper": "306044"}
     assert pool_rows[1]["paper"] == "6398" and pool_rows[2]["paper"] == "4.48"
-    rows = {r["ablation"]: r for r in sampling.read_tsv(tmp_path / "samples.tsv")}
+    rows = {r["ablation"]: r for r in read_tsv(tmp_path / "samples.tsv")}
     assert list(rows) == ["complexity", "diversity", "size", "random"]
     for r in rows.values():
         assert int(r["size"]) == 150 and int(r["n_alpha"]) + int(r["n_beta"]) == 150
@@ -356,3 +365,55 @@ def test_bad_tag_records_are_named(tmp_path):
     p.write_text('{"id": "a", "dataset": "x", "tags": ["t"]}\n')
     with pytest.raises(InputError, match="no records of the pool dataset.s. y; datasets present: x"):
         sampling.read_tag_records(p, ["x", "y"])
+
+
+# --------------------------------------------------------------------------------------------- the planner
+
+
+def _section(**over):
+    section = {
+        "size": 60,
+        "ablations": {
+            "complexity": {"size": 60, "coverage": 0.5, "levels": {"min": 1.0, "max": 1.6, "steps": 3}},
+            "diversity": {"size": 60, "avg_tags": 1.0, "levels": {"min": 0.3, "max": 0.5, "steps": 3}},
+            "size": {"sizes": [30, 120]},
+            "random": {"sizes": [120, 30, 30]},
+        },
+    }
+    section.update(over)
+    return section
+
+
+def test_plan_names_values_and_targets():
+    from instag.sampling.plan import plan_variants
+
+    plan = plan_variants(_section())
+    assert [v.name for v in plan["complexity"]] == ["tags1", "tags1.3", "tags1.6"]
+    assert [(v.size, v.coverage, v.complexity) for v in plan["complexity"]] == [
+        (60, 0.5, 1.0),
+        (60, 0.5, 1.3),
+        (60, 0.5, 1.6),
+    ]
+    assert [v.name for v in plan["diversity"]] == ["cov0.3", "cov0.4", "cov0.5"]
+    assert [v.coverage for v in plan["diversity"]] == [0.3, 0.4, 0.5]
+    assert {v.complexity for v in plan["diversity"]} == {1.0}
+    # the main selection's N is always a size variant; repeated sizes plan one file
+    assert [v.name for v in plan["size"]] == ["n30", "n60", "n120"]
+    assert [v.value for v in plan["random"]] == ["30", "120"]
+    # a wildcard value parses back to the target the rule passes on
+    assert all(float(v.value) == v.complexity for v in plan["complexity"])
+
+
+def test_plan_zero_steps_is_off_and_bad_levels_name_the_key():
+    from instag.errors import ConfigError
+    from instag.sampling.plan import plan_variants
+
+    section = _section()
+    section["ablations"]["diversity"]["levels"]["steps"] = 0
+    assert plan_variants(section)["diversity"] == []
+    section["ablations"]["complexity"]["levels"] = {"min": 3.0, "max": 2.0, "steps": 2}
+    with pytest.raises(ConfigError, match=r"sampling.ablations.complexity.levels.*max 2.0 is below min 3.0"):
+        plan_variants(section)
+    section["ablations"]["complexity"]["levels"] = {"min": 1.0, "max": 1.00001, "steps": 3}
+    with pytest.raises(ConfigError, match="same variant name"):
+        plan_variants(section)

@@ -54,3 +54,21 @@ def test_paper_config_dry_run(workdir):
     )
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "data_ingest" in proc.stdout
+
+
+def test_missing_api_key_is_named_before_any_job(workdir):
+    """An openai backend without its key stops a real run before any job (ingestion included); a dry run,
+    which calls nothing, still plans it."""
+    judge = {"backend": "openai", "model": "gpt-4", "api_key_env": "INSTAG_TEST_UNSET_KEY"}
+    cfg = write_config(workdir, quality={**yaml.safe_load((REPO / "configs" / "test.yaml").read_text())["quality"],
+                                         "judge": judge})  # fmt: skip
+    assert snakemake(workdir, cfg, "-n").returncode == 0
+    proc = snakemake(workdir, cfg, "stage_data")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "config key 'quality.judge'" in out and "INSTAG_TEST_UNSET_KEY" in out, out[-3000:]
+    assert not (workdir / "results").exists()
+    # a disabled stage's backend is not checked
+    cfg = write_config(workdir, quality={"enabled": False, "judge": judge})
+    proc = snakemake(workdir, cfg, "stage_data")
+    assert proc.returncode == 0, proc.stderr[-3000:]

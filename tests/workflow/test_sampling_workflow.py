@@ -51,7 +51,7 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 def test_one_variant_builds_nothing_else(workdir):
     cfg = setup(workdir)
-    proc = snakemake(workdir, cfg, "-n", "results/sampling/diversity/cov70.jsonl")
+    proc = snakemake(workdir, cfg, "-n", "results/sampling/diversity/cov0.7.jsonl")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert job_counts(proc.stdout) == {"sampling_pool": 1, "sampling_diversity": 1}
     proc = snakemake(workdir, cfg, "-n", "ablation_random")
@@ -60,7 +60,7 @@ def test_one_variant_builds_nothing_else(workdir):
 
 def test_unconfigured_variant_has_no_rule(workdir):
     cfg = setup(workdir)
-    proc = snakemake(workdir, cfg, "-n", "results/sampling/diversity/cov55.jsonl")
+    proc = snakemake(workdir, cfg, "-n", "results/sampling/diversity/cov0.55.jsonl")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "MissingRuleException" in out or "No rule to produce" in out
@@ -83,7 +83,7 @@ def test_forcerun_one_ablation_reruns_only_its_jobs(workdir):
     before = {p: p.read_bytes() for p in samples.rglob("*.json*")}
     assert len(before) == 2 + 2 * 10  # the pool + 10 variants (jsonl + stats)
     rows = {(r["ablation"], r["variant"]): r for r in _tsv(workdir / "results" / "tables" / "samples.tsv")}
-    assert float(rows[("diversity", "cov70")]["coverage"]) == pytest.approx(0.7, abs=0.03)
+    assert float(rows[("diversity", "cov0.7")]["coverage"]) == pytest.approx(0.7, abs=0.03)
     assert float(rows[("complexity", "tags5")]["avg_tags_per_query"]) == pytest.approx(5.0, abs=0.1)
 
     proc = snakemake(workdir, cfg, "-n", "stage_sampling", "--forcerun", "sampling_diversity")

