@@ -112,31 +112,16 @@ def test_claims_match_and_differ_when_the_setup_is_the_papers(results):
     """A paper-like run (GPT-4 judge, LLaMA-13B, 6K) is comparable: a close score matches, a far one differs."""
     cfg = {**DEMO_CONFIG, "sampling": {**DEMO_CONFIG["sampling"], "size": 6000}}
     tables = results / "tables"
-    write_tsv(
+    common = {"seed": 0, "judge": "openai:gpt-4", "judge_reported": "gpt-4-0613", "repeats": 3}
+    write_tsv(  # the mtbench stage's columns (instag.mtbench.score.MAIN_COLUMNS)
         tables / "mt_bench.tsv",
         [
-            {
-                "ablation": "size",
-                "variant": "n6000",
-                "seed": 0,
-                "base_model": "llama-13b",
-                "judge": "gpt-4-0613",
-                "judge_runs": 3,
-                "score": 6.47,
-                "std": 0.03,
-            },
-            {
-                "ablation": "random",
-                "variant": "n6000",
-                "seed": 0,
-                "base_model": "llama-13b",
-                "judge": "gpt-4-0613",
-                "judge_runs": 3,
-                "score": 5.1,
-                "std": 0.05,
-            },
+            {"model": "size/n6000", "ablation": "size", "variant": "n6000", "overall": 6.47, "std": 0.03, **common},
+            {"model": "random/n6000", "ablation": "random", "variant": "n6000", "overall": 5.1, "std": 0.05, **common},
         ],
     )
+    write_tsv(tables / "finetune.tsv", [{"ablation": "size", "variant": "n6000", "seed": 0, "epochs": 5}])
+    cfg["finetune"] = {"training": {"base_model": "huggyllama/llama-13b", "global_batch": 128, "learning_rate": 2e-5}}
     rows = by_id(claims_mod.build(results, cfg))
     assert rows["mtbench.taglm_v1"]["verdict"] == "matches", rows["mtbench.taglm_v1"]
     assert rows["mtbench.taglm_v1"]["reproduced"] == "6.47"
@@ -144,6 +129,30 @@ def test_claims_match_and_differ_when_the_setup_is_the_papers(results):
     assert rows["mtbench.random_anchor"]["verdict"] == "differs"
     assert rows["mtbench.taglm_v2"]["verdict"] == "not comparable"
     assert "LLaMA-2-13B" in rows["mtbench.taglm_v2"]["reason"]
+    assert [rows[k]["verdict"] for k in ("finetune.epochs", "finetune.batch_size", "finetune.learning_rate")] == [
+        "matches"
+    ] * 3
+
+
+def test_claims_read_the_instagger_table(results):
+    """instagger.tsv's long rows (system, gold, measure, average, f1): the distilled model, micro, raw gold."""
+    base = {"system": "distilled", "model": "SmolLM2-135M-Instruct (fine-tuned)", "queries": 48, "paper_f1": ""}
+    write_tsv(
+        results / "tables" / "instagger.tsv",
+        [
+            {**base, "gold": "raw", "measure": "exact", "match": "lowercased", "average": "micro", "f1": 12.5},
+            {**base, "gold": "raw", "measure": "fuzzy", "match": "m cosine > 0.8", "average": "micro", "f1": 40.0},
+            {**base, "gold": "raw", "measure": "fuzzy", "match": "m cosine > 0.8", "average": "macro", "f1": 39.0},
+            {**base, "system": "teacher", "gold": "raw", "measure": "exact", "match": "x", "average": "micro", "f1": 90},
+        ],
+    )
+    rows = by_id(claims_mod.build(results, DEMO_CONFIG))
+    assert rows["instagger.exact_f1"]["reproduced"] == "12.5"
+    assert rows["instagger.fuzzy_f1"]["reproduced"] == "40"
+    assert rows["instagger.fuzzy_f1"]["verdict"] == "not comparable"
+    assert rows["instagger.fuzzy_threshold"]["verdict"] == "matches"
+    assert rows["instagger.eval_samples"]["reproduced"] == "48"
+    assert rows["instagger.base_params"]["reproduced"] == "0.135"
 
 
 def test_claims_markdown_lists_every_claim(results, tmp_path):

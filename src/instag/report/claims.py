@@ -227,12 +227,19 @@ def _subset_size(r: Results, cfg: dict) -> Measured | None:
 
 
 def _finetune(*names: str) -> Callable[[Results, dict], Measured | None]:
+    """A training setting of the main run: from finetune.tsv, else (a setting the table does not echo) from
+    the config's finetune.training that the run was made with."""
+
     def fn(r: Results, cfg: dict) -> Measured | None:
         rows = r.table("finetune")
         if rows is None:
             return None
         main = [x for x in rows if x.get("variant") == main_variant(cfg)] or rows
-        return Measured(num(pick(main[0], *names)) if main else None, "finetune.tsv")
+        value = num(pick(main[0], *names)) if main else None
+        if value is not None:
+            return Measured(value, "finetune.tsv")
+        training = (cfg.get("finetune") or {}).get("training") or {}
+        return Measured(num(pick(training, *names)), "config finetune.training")
 
     return fn
 
@@ -254,7 +261,7 @@ def _judge_runs(r: Results, cfg: dict) -> Measured | None:
     if r.mt_bench is None:
         return None
     rows = r.mt_bench
-    return Measured(num(pick(rows[0], "judge_runs", "runs", "n_judge_runs")) if rows else None, "mt_bench.tsv")
+    return Measured(num(pick(rows[0], "repeats", "judge_runs", "runs")) if rows else None, "mt_bench.tsv")
 
 
 def _mtbench_random(r: Results, cfg: dict) -> Measured | None:
@@ -338,7 +345,7 @@ MEASURES: dict[str, Callable[[Results, dict], Measured | None]] = {
     "ablation.diversity.min_coverage": _sweep("diversity", "coverage", "min"),
     "ablation.diversity.max_coverage": _sweep("diversity", "coverage", "max"),
     "finetune.epochs": _finetune("epochs", "num_train_epochs"),
-    "finetune.batch_size": _finetune("batch_size", "global_batch_size", "global_batch"),
+    "finetune.batch_size": _finetune("global_batch", "batch_size", "global_batch_size"),
     "finetune.learning_rate": _finetune("learning_rate", "lr"),
     "mtbench.judge_runs": _judge_runs,
     "mtbench.main.score": _mtbench_main("score"),
@@ -406,7 +413,8 @@ def _judge_of(r: Results, cfg: dict, section: str) -> str:
         judge = next((x["judge"] for x in rows if x.get("judge")), "")
         return judge or _backend_name((cfg.get("quality") or {}).get("judge"))
     rows = r.mt_bench or []
-    judge = next((str(pick(x, "judge", "judge_model")) for x in rows if pick(x, "judge", "judge_model")), "")
+    keys = ("judge_reported", "judge", "judge_model")
+    judge = next((str(pick(x, *keys)) for x in rows if pick(x, *keys)), "")
     return judge or _backend_name((cfg.get("mtbench") or {}).get("judge"))
 
 
@@ -415,6 +423,8 @@ def _scope_judge(r: Results, cfg: dict, claim: Claim) -> str:
     if re.search(r"gpt-4", judge, re.I):
         return ""
     kind = "scripted test judge" if "scripted" in judge else "demo judge"
+    if claim.section != "quality" and (cfg.get("mtbench") or {}).get("judge", {}).get("demo") is False:
+        kind = "judge"
     return f"{kind} ({judge}), not GPT-4" if judge else "judge unknown, not GPT-4"
 
 
@@ -425,7 +435,7 @@ def _base_model(r: Results, cfg: dict) -> str:
             if base:
                 return str(base)
     ft = cfg.get("finetune") or {}
-    return str(pick(ft, "base_model", "model") or "")
+    return str(pick(ft.get("training") or {}, "base_model") or pick(ft, "base_model", "model") or "")
 
 
 def _scope_base(pattern: str, label: str) -> Callable[[Results, dict, Claim], str]:

@@ -243,7 +243,7 @@ def mtbench_radar(table, stem, style=None) -> list[str]:
     for r in rows:
         model = r.get("model") or f"{r.get('ablation', '')}/{r.get('variant', '')}"
         if "category" in r:
-            long.append((model, r["category"], num(r.get("score"))))
+            long.append((model, r["category"], num(r.get("overall", r.get("score")))))
         else:
             long += [(model, c, num(r.get(c))) for c in MTBENCH_CATEGORIES if c in r]
     cats = [c for c in MTBENCH_CATEGORIES if any(x[1] == c for x in long)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -88,6 +89,8 @@ class Results:
             return None
         if rows and any(k in rows[0] for k in ("measure", "metric")) and "value" in rows[0]:
             return {pick(r, "measure", "metric"): r["value"] for r in rows}
+        if rows and "system" in rows[0] and "f1" in rows[0]:
+            return instagger_summary(rows)
         return dict(rows[0]) if rows else {}
 
     @cached_property
@@ -95,7 +98,7 @@ class Results:
         return self.table("mt_bench")
 
     def mtbench_score(self, row: dict) -> float | None:
-        return num(pick(row, "score", "mean", "mt_bench", "mt_bench_score", "score_mean"))
+        return num(pick(row, "overall", "score", "mean", "mt_bench", "mt_bench_score", "score_mean"))
 
     def mtbench_std(self, row: dict) -> float | None:
         return num(pick(row, "std", "score_std", "stdev"))
@@ -118,7 +121,7 @@ class Results:
         for r in rows:
             model = model_label(r)
             if "category" in r:
-                out.append({"model": model, "category": r["category"], "score": num(pick(r, "score", "mean"))})
+                out.append({"model": model, "category": r["category"], "score": num(pick(r, "overall", "score", "mean"))})
             else:
                 for c in MTBENCH_CATEGORIES:
                     if c in r:
@@ -132,3 +135,26 @@ def model_label(row: dict) -> str:
         seed = row.get("seed", "")
         return f"{row['ablation']}/{row['variant']}" + (f" s{seed}" if seed not in ("", "0", None) else "")
     return str(pick(row, "model", "name", "run") or "?")
+
+
+def instagger_summary(rows: list[dict], system: str = "distilled") -> dict:
+    """The distilled tagger's numbers from instagger.tsv's long rows (system, gold, measure, average, f1, ...):
+    micro-averaged F1 against the raw gold tags where present (else the first gold), its model and queries."""
+    mine = [r for r in rows if r.get("system") == system] or rows
+    golds = list(dict.fromkeys(r.get("gold", "") for r in mine))
+    gold = "raw" if "raw" in golds else golds[0]
+    out: dict = {"gold": gold}
+    for r in mine:
+        if r.get("gold", "") != gold or r.get("average", "micro") not in ("micro", ""):
+            continue
+        out[f"{r.get('measure')}_f1"] = r.get("f1")
+        out.setdefault("base_model", r.get("model", ""))
+        out.setdefault("eval_samples", r.get("queries", ""))
+        if r.get("measure") == "fuzzy":
+            m = re.search(r"cosine\s*>\s*([0-9.]+)", r.get("match", ""))
+            if m:
+                out["fuzzy_threshold"] = m.group(1)
+    m = re.search(r"(\d+(?:\.\d+)?)\s*([MB])\b", str(out.get("base_model", "")), re.I)
+    if m:
+        out["base_params"] = float(m.group(1)) / (1000.0 if m.group(2).upper() == "M" else 1.0)
+    return out
