@@ -97,11 +97,6 @@ def parse_verdict(text: str | None) -> tuple[str | None, str, str | None]:
     return verdict, explanation, None
 
 
-def _optional(parse):
-    """A CLI value parser that also takes ``none``/``null`` (a rule passes a null config value as is)."""
-    return lambda text: None if text.strip().lower() in ("none", "null") else parse(text)
-
-
 def _job_parser(text: str) -> tuple[tuple[str, str] | None, str | None]:
     verdict, explanation, error = parse_verdict(text)
     return ((verdict, explanation), None) if error is None else (None, error)
@@ -202,6 +197,27 @@ def evaluate(
     logged and written to ``cost_estimate``; with ``spend_cap_usd`` the judging stops (raising
     ``SpendCapExceeded``) before the stage's spend, counted over every judge job in the cache, would pass the
     cap, with every answer so far in the cache. Cache hits cost nothing.
+
+    Args:
+        normalized: normalized records (results/normalize/normalized.jsonl)
+        records_files: ingested records files (the query texts)
+        out_judgments: judgments JSONL to write
+        out_table: rates TSV to write
+        judge: judge backend spec as JSON, e.g. '{"backend": "embedded"}'
+        cache_dir: LLM call cache folder (none: no cache)
+        n_precision: precision cases (paper 2,000)
+        n_consistency: consistency cases (paper 2,000)
+        set_size: instructions per consistency case (not in the paper)
+        min_instances: queries a tag needs to be drawn as a consistency case
+        seed: seed of the case sampling
+        max_query_chars: instructions are cut to this many characters in the prompts
+        max_tokens: judge output budget in tokens
+        max_retries: re-asks of an unparseable verdict (new samples)
+        retry_temperature: temperature of the re-asks
+        spend_cap_usd: most the judge stage may spend, over all its jobs (none: no cap)
+        prices: JSON, USD per 1M prompt/completion tokens by model name
+        cost_estimate: TSV to write the cost estimate to, before any call
+        threads: CPU threads of a local judge model
     """
     recs = []
     for line, rec in iter_jsonl(normalized):
@@ -313,54 +329,19 @@ def evaluate(
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser(
+    from .cli_args import add_command, stage_parser
+
+    acts = stage_parser(
+        sub,
         "quality",
-        help="judge tag precision and consistency with an LLM",
-        description="Tag quality evaluation (paper §3.3): an LLM judge rates precision and consistency.",
+        "judge tag precision and consistency with an LLM",
+        "Tag quality evaluation (paper §3.3): an LLM judge rates precision and consistency.",
     )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    j = acts.add_parser("judge", help="sample cases, judge them, write judgments and the rates table")
-    j.add_argument("--normalized", required=True, help="normalized records (results/normalize/normalized.jsonl)")
-    j.add_argument("--records", nargs="+", required=True, help="ingested records files (query texts)")
-    j.add_argument("--judge", required=True, help='judge backend spec as JSON, e.g. \'{"backend": "embedded"}\'')
-    j.add_argument("--cache-dir", type=_optional(str), default="cache/llm", help="LLM cache folder (default cache/llm)")
-    j.add_argument("--n-precision", type=int, default=2000, help="precision cases (paper 2,000)")
-    j.add_argument("--n-consistency", type=int, default=2000, help="consistency cases (paper 2,000)")
-    j.add_argument("--set-size", type=int, default=5, help="instructions per consistency case (not in the paper)")
-    j.add_argument("--min-instances", type=int, default=2, help="queries a tag needs to be a consistency case")
-    j.add_argument("--seed", type=int, default=0, help="sampling seed")
-    j.add_argument("--max-query-chars", type=int, default=2000, help="cut instructions to this length")
-    j.add_argument("--max-tokens", type=int, default=256, help="judge output budget")
-    j.add_argument("--max-retries", type=int, default=2, help="re-asks of an unparseable verdict (new samples)")
-    j.add_argument("--retry-temperature", type=float, default=0.7, help="temperature of the re-asks")
-    j.add_argument("--threads", type=int, default=None, help="CPU threads of a local judge model")
-    j.add_argument("--out", required=True, help="judgments JSONL to write")
-    j.add_argument("--table", required=True, help="rates TSV to write")
-    j.add_argument(
-        "--spend-cap-usd", type=_optional(float), default=None, help="stop before the judge spends more than this"
-    )
-    j.add_argument("--prices", default="{}", help="JSON: USD per 1M prompt/completion tokens by model name")
-    j.add_argument("--cost-estimate", default=None, help="TSV to write the cost estimate to, before any call")
-    j.set_defaults(
-        func=lambda a: evaluate(
-            a.normalized,
-            a.records,
-            a.out,
-            a.table,
-            judge=json.loads(a.judge),
-            cache_dir=a.cache_dir,
-            n_precision=a.n_precision,
-            n_consistency=a.n_consistency,
-            set_size=a.set_size,
-            min_instances=a.min_instances,
-            seed=a.seed,
-            max_query_chars=a.max_query_chars,
-            max_tokens=a.max_tokens,
-            max_retries=a.max_retries,
-            retry_temperature=a.retry_temperature,
-            threads=a.threads,
-            spend_cap_usd=a.spend_cap_usd,
-            prices=json.loads(a.prices),
-            cost_estimate=a.cost_estimate,
-        )
+    add_command(
+        acts,
+        "judge",
+        evaluate,
+        help="sample cases, judge them, write judgments and the rates table",
+        flags={"records_files": "--records", "out_judgments": "--out", "out_table": "--table"},
+        hide=("backend",),
     )

@@ -5,9 +5,10 @@ A tag line, one per query (user turn), in record order, then ``turn``::
     {"id", "dataset", "turn", "tags": [{"tag", "explanation"}] | null, "status": "ok" | "failed" | "rejected",
      "error": null | str, "raw": null | str, "backend", "model"}
 
-``rejected``: the query is empty, whitespace or invisible characters only (:func:`instag.text.blank_reason`);
-no model is asked and ``error`` says why. ``failed``: no answer parsed after the retries; ``raw`` keeps the
-last answer's text.
+``rejected``: the query is empty, whitespace or invisible characters only (:func:`blank_reason`); no model
+is asked and ``error`` says why. ``failed``: no answer parsed after the retries; ``raw`` keeps the last
+answer's text. Tag files are read and written with :data:`instag.records.TAG_LINE` (checked rows, errors
+naming file and line).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..io import dumps, iter_jsonl
+from ..io import iter_jsonl
+from ..records import has_visible_text
 
 QUERY_FIELDS = ("query", "instruction", "prompt", "question", "text")  # plain JSONL input, first present wins
 LINE_KEYS = ("id", "dataset", "turn", "tags", "status", "error", "raw", "backend", "model")
@@ -33,6 +35,21 @@ class Item:
     dataset: str
     turn: int
     text: str
+
+
+def blank_reason(text: str) -> str | None:
+    """Why ``text`` is no query at all (kept as a ``rejected`` line), or None when it has something visible.
+
+    >>> blank_reason(""), blank_reason(" \\n"), blank_reason("\\u200b\\u200d"), blank_reason("\\x00"), blank_reason("hi")
+    ('empty query', 'whitespace-only query', 'invisible-only query', 'invisible-only query', None)
+    """
+    if text == "":
+        return "empty query"
+    if not text.strip():
+        return "whitespace-only query"
+    if not has_visible_text(text):
+        return "invisible-only query"
+    return None
 
 
 def record_items(rec: dict, path: str | Path = "?", line: int | None = None) -> list[Item]:
@@ -85,20 +102,3 @@ def tag_line(item: Item, status: str, ident: dict, tags=None, error=None, raw=No
         "backend": ident["backend"],
         "model": ident["model"],
     }
-
-
-def read_tag_lines(path: str | Path) -> list[dict]:
-    """The lines of a tag file; a line without the tag-line keys is an InputError naming file and line."""
-    out = []
-    for line, rec in iter_jsonl(path):
-        if not isinstance(rec, dict) or any(k not in rec for k in ("id", "turn", "status")):
-            raise InputError(path, f"not a tag line (needs {', '.join(LINE_KEYS)})", line)
-        out.append(rec)
-    return out
-
-
-def write_lines(out, lines: list[dict]) -> None:
-    for line in lines:
-        out.write(dumps(line))
-        out.write("\n")
-    out.flush()

@@ -11,16 +11,16 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from ..io import atomic_write, iter_jsonl, read_json, write_json, write_tsv
+from ..io import iter_jsonl, read_json, write_json, write_tsv
 from ..llm.base import CHARS_PER_TOKEN
 from ..llm.job import LLMJob
-from ..text import blank_reason
-from .items import Item, read_tag_lines, record_items, shard_records, write_lines
+from ..records import TAG_LINE
+from .items import Item, blank_reason, record_items, shard_records
 from .prompt import build_request, load_schema, load_template
 from .settings import TaggingSettings
 from .tagger import Counts, Tagger
@@ -35,19 +35,27 @@ def _progress_bar(total: int | None, desc: str):
 
 
 def run_items(
-    tagger: Tagger, items: Iterable[Item], out, counts: Counts, *, total: int | None = None, desc: str = "tagging"
+    tagger: Tagger,
+    items: Iterable[Item],
+    write: Callable[[dict], None],
+    counts: Counts,
+    *,
+    total: int | None = None,
+    desc: str = "tagging",
 ) -> None:
-    """Tag a stream of items chunk by chunk, writing each chunk's lines (in order) to ``out`` as it finishes."""
+    """Tag a stream of items chunk by chunk, passing each chunk's lines (in order) to ``write`` as it finishes."""
     chunk: list[Item] = []
     bar = _progress_bar(total, desc)
     try:
         for item in items:
             chunk.append(item)
             if len(chunk) >= tagger.settings.chunk_size:
-                write_lines(out, tagger.tag(chunk, counts, bar.update))
+                for line in tagger.tag(chunk, counts, bar.update):
+                    write(line)
                 chunk = []
         if chunk:
-            write_lines(out, tagger.tag(chunk, counts, bar.update))
+            for line in tagger.tag(chunk, counts, bar.update):
+                write(line)
     finally:
         bar.close()
 
@@ -121,8 +129,8 @@ def tag_shard(
     counts = Counts(records=len(records))
     tagger = Tagger(settings, backend=backend, threads=threads)
     try:
-        with atomic_write(out) as fh:
-            run_items(tagger, items, fh, counts, total=len(items), desc=f"{name} shard {shard}")
+        with TAG_LINE.writer(out) as write:
+            run_items(tagger, items, write, counts, total=len(items), desc=f"{name} shard {shard}")
     finally:
         tagger.close()
     result = _summary(
@@ -168,8 +176,8 @@ def tag_file(
 
     tagger = Tagger(settings, backend=backend, threads=threads)
     try:
-        with atomic_write(out) as fh:
-            run_items(tagger, items(), fh, counts, total=None, desc=name)
+        with TAG_LINE.writer(out) as write:
+            run_items(tagger, items(), write, counts, total=None, desc=name)
     finally:
         tagger.close()
     result = _summary(tagger, counts, time.perf_counter() - t0, input=str(input_path), out=str(out))
@@ -215,7 +223,7 @@ def retry_failed(
     failed: dict[str, list[tuple[Path, int, dict]]] = {}
     contents: dict[Path, list[dict]] = {}
     for p in map(Path, tag_files):
-        lines = read_tag_lines(p)
+        lines = list(TAG_LINE.rows(p))
         contents[p] = lines
         for k, rec in enumerate(lines):
             if rec["status"] == "failed":
@@ -254,8 +262,7 @@ def retry_failed(
     for (p, k), line in zip(where, new_lines, strict=True):
         contents[p][k] = line
     for p, lines in contents.items():
-        with atomic_write(p) as fh:
-            write_lines(fh, lines)
+        TAG_LINE.write(p, lines)
         sp = summaries[p]
         if sp.is_file():
             summ = read_json(sp)

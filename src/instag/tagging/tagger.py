@@ -8,8 +8,7 @@ from dataclasses import dataclass, fields
 from ..llm import backend_class
 from ..llm.base import Backend, GenerationParams
 from ..llm.job import LLMJob
-from ..text import blank_reason
-from .items import Item, tag_line
+from .items import Item, blank_reason, tag_line
 from .parse import job_parser
 from .prompt import build_request, load_schema, load_template, template_hash
 from .settings import TaggingSettings
