@@ -278,7 +278,7 @@ def as_tag_lines(pool: list[list[str]], dataset: str = "synthetic", queries_per_
             {
                 "id": f"{dataset}-{rec:08d}",
                 "dataset": dataset,
-                "q": q,
+                "turn": q,
                 "tags": [{"tag": t, "explanation": ""} for t in tags],
                 "status": "ok",
                 "error": None,

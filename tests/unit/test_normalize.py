@@ -283,7 +283,7 @@ def _shard_line(rid, q, tags, dataset="d1", status="ok"):
     return {
         "id": rid,
         "dataset": dataset,
-        "q": q,
+        "turn": q,
         "tags": None if tags is None else [{"tag": t, "explanation": "x"} for t in tags],
         "status": status,
         "error": None if status == "ok" else "boom",

@@ -66,7 +66,7 @@ def write_shards(workdir: Path) -> tuple[int, set[str]]:
                         }
                     fh.write(
                         json.dumps(
-                            {"id": rec["id"], "dataset": path.stem, "q": q, **row, "backend": "hand", "model": "hand"}
+                            {"id": rec["id"], "dataset": path.stem, "turn": q, **row, "backend": "hand", "model": "hand"}
                         )
                         + "\n"
                     )

@@ -32,7 +32,7 @@ def test_every_query_is_tagged_or_a_recorded_failure(full_run):
         shards, lines = _lines(workdir, dataset)
         assert len(shards) == -(-len(records) // SHARD_SIZE)
         expected = [(r["id"], q) for r in records for q in range(len(queries(r)))]
-        assert [(ln["id"], ln["q"]) for ln in lines] == expected  # record order, then query index
+        assert [(ln["id"], ln["turn"]) for ln in lines] == expected  # record order, then query index
         for ln in lines:
             assert ln["dataset"] == dataset and ln["backend"] == "embedded"
             if ln["status"] == "ok":

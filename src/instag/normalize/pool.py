@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import iter_jsonl, iter_jsonl_batches, write_json, write_jsonl
+from ..io import iter_jsonl_batches, write_json, write_jsonl
+from ..records import RECORD, TAG_LINE
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +193,8 @@ def read_shards(shards: Iterable[str | Path]) -> tuple[dict[str, dict[int, list[
     datasets: dict[str, str] = {}
     stats: Counter = Counter()
     for path in shards:
-        for line, obj in iter_jsonl(path):
-            if not isinstance(obj, dict) or "id" not in obj or "q" not in obj:
-                raise InputError(path, "a tagging line needs 'id' and 'q'", line)
-            rid, q = str(obj["id"]), obj["q"]
-            if not isinstance(q, int) or q < 0:
-                raise InputError(path, f"'q' must be a query index >= 0, got {q!r}", line)
+        for line, obj in TAG_LINE.read(path):
+            rid, q = obj["id"], obj["turn"]
             ok = obj.get("status", "ok") == "ok" and obj.get("tags") is not None
             tags = _clean_tags(obj.get("tags"), path, line, stats) if ok else None
             stats["lines"] += 1
@@ -225,14 +222,14 @@ def collect(
     unknown record raises :class:`InputError`. Without it, records follow their first appearance in the shards.
     Records whose queries all failed are kept (written with only ``null`` queries) and counted.
     """
-    from ..data import queries as record_queries
+    from ..records import queries as record_queries
 
     by_id, datasets, stats = read_shards(shards)
     lines: list[dict] = []
     if records:
         seen: set[str] = set()
         for path in records:
-            for line, rec in iter_jsonl(path):
+            for line, rec in RECORD.read(path):
                 rid = rec["id"]
                 seen.add(rid)
                 n_q = len(record_queries(rec))
