@@ -38,7 +38,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli_args import optional
 from .errors import ConfigError, InputError
 from .io import iter_jsonl, write_jsonl, write_tsv
 from .llm.base import ChatRequest, GenerationParams
