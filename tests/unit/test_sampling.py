@@ -354,13 +354,16 @@ def test_select_failure_writes_nothing(tmp_path):
 def test_bad_tag_records_are_named(tmp_path):
     p = tmp_path / "normalized.jsonl"
     p.write_text('{"id": "a", "dataset": "x", "tags": ["t"]}\n{"id": "b", "dataset": "x"}\n')
-    with pytest.raises(InputError, match=r"normalized.jsonl:2: record has no 'tags'"):
+    with pytest.raises(InputError, match=r"normalized.jsonl:2: not a normalized record line: has no 'tags'"):
         sampling.read_tag_records(p)
     p.write_text('{"id": "a", "dataset": "x", "tags": ["t"]}\n{"id": "a", "dataset": "x", "tags": ["u"]}\n')
     with pytest.raises(InputError, match=r":2: record id 'a' repeats the one on line 1"):
         sampling.read_tag_records(p)
     p.write_text('{"id": "a", "dataset": "x", "tags": "t"}\n')
-    with pytest.raises(InputError, match="not a list of strings"):
+    with pytest.raises(InputError, match=":1: not a normalized record line: 'tags' is str, expected list"):
+        sampling.read_tag_records(p)
+    p.write_text('{"id": "a", "dataset": "x", "tags": ["t", 3]}\n')
+    with pytest.raises(InputError, match="'tags' is not a list of strings"):
         sampling.read_tag_records(p)
     p.write_text('{"id": "a", "dataset": "x", "tags": ["t"]}\n')
     with pytest.raises(InputError, match="no records of the pool dataset.s. y; datasets present: x"):

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InstagError
-from ..io import atomic_write, dumps, read_json, read_tsv, write_json, write_tsv
+from ..io import atomic_write, read_json, read_tsv, write_json, write_tsv
+from ..records import SAMPLE
 from .algorithms import complexity_first, constrained, uniform_random
 from .pool import ABLATIONS, load_pool
 
@@ -79,18 +80,17 @@ def select(
         "pool": {"queries": pool.size, "tags": pool.n_tags},
         "facts": info,
     }
-    with atomic_write(out) as fh:
-        for i in selection:
-            fh.write(
-                dumps(
-                    {
-                        "id": pool.ids[i],
-                        "dataset": pool.dataset_names[pool.dataset_codes[i]],
-                        "tags": [pool.tag_names[t] for t in pool.tags_of(i)],
-                    }
-                )
-                + "\n"
-            )
+    SAMPLE.write(
+        out,
+        (
+            {
+                "id": pool.ids[i],
+                "dataset": pool.dataset_names[pool.dataset_codes[i]],
+                "tags": [pool.tag_names[t] for t in pool.tags_of(i)],
+            }
+            for i in selection
+        ),
+    )
     write_json(stats, result)
     log.info(
         "%s/%s: %d queries, coverage %.4f, %.3f tags per query",

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, InstagError
-from ..io import atomic_write, dumps, iter_jsonl, write_json, write_tsv
+from ..io import write_json, write_tsv
+from ..records import NORMALIZED, POOL_ITEM
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +113,8 @@ def read_tag_records(path: str | Path, datasets: Sequence[str] = ()) -> tuple[li
     seen: dict[str, int] = {}
     per_ds: dict[str, dict[str, int]] = {}
     statuses: dict[str, int] = {}
-    for line, rec in iter_jsonl(path):
-        if not isinstance(rec, dict):
-            raise InputError(path, f"expected a JSON object, got {type(rec).__name__}", line)
-        for key in ("id", "dataset", "tags"):
-            if key not in rec:
-                raise InputError(path, f"record has no '{key}' (keys: {', '.join(rec)})", line)
+    for line, rec in NORMALIZED.read(path):
         rid, ds, tags = rec["id"], rec["dataset"], rec["tags"]
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise InputError(path, f"'tags' of record {rid!r} is not a list of strings", line)
         if rid in seen:
             raise InputError(path, f"record id {rid!r} repeats the one on line {seen[rid]}", line)
         seen[rid] = line
@@ -165,9 +159,7 @@ def build_pool(
         raise InputError(tags, "the pool is empty: no tagged record of the pool datasets")
     order = list(datasets) or sorted(info["per_dataset"])
     pool = Pool.from_records(kept, order)
-    with atomic_write(out) as fh:
-        for rid, ds, t in kept:
-            fh.write(dumps({"id": rid, "dataset": ds, "tags": sorted(set(t))}) + "\n")
+    POOL_ITEM.write(out, ({"id": rid, "dataset": ds, "tags": sorted(set(t))} for rid, ds, t in kept))
     m = pool.measure(np.arange(pool.size))
     per_ds = {}
     for code, name in enumerate(pool.dataset_names):
@@ -214,12 +206,7 @@ def build_pool(
 
 def load_pool(path: str | Path) -> Pool:
     """Read a pool.jsonl written by :func:`build_pool`."""
-    records = []
-    for line, rec in iter_jsonl(path):
-        try:
-            records.append((rec["id"], rec["dataset"], rec["tags"]))
-        except (KeyError, TypeError):
-            raise InputError(path, "not a pool record (id, dataset, tags)", line) from None
+    records = [(rec["id"], rec["dataset"], rec["tags"]) for rec in POOL_ITEM.rows(path)]
     if not records:
         raise InputError(path, "the pool is empty")
     return Pool.from_records(records)
