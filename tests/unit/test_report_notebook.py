@@ -25,7 +25,9 @@ def test_notebook_runs_on_the_fixture(tmp_path, monkeypatch):
     provenance.sweeps_table(results, {"sampling": {"size": 12}}, results / "tables" / "sweeps.tsv")
     monkeypatch.setenv("INSTAG_RESULTS", str(results))
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
     text = "\n".join(
         out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))

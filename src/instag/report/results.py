@@ -121,7 +121,9 @@ class Results:
         for r in rows:
             model = model_label(r)
             if "category" in r:
-                out.append({"model": model, "category": r["category"], "score": num(pick(r, "overall", "score", "mean"))})
+                out.append(
+                    {"model": model, "category": r["category"], "score": num(pick(r, "overall", "score", "mean"))}
+                )
             else:
                 for c in MTBENCH_CATEGORIES:
                     if c in r:
