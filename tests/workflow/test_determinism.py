@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,30 +27,17 @@ from tests.workflow.conftest import write_config
 pytestmark = pytest.mark.slow
 
 #: Outputs that differ between runs by design, and why. Patterns are relative to the working directory.
+#: Everything else under results/ is compared byte for byte (no file there carries a timing).
 EXCLUDED = {
     "results/logs/**": "logs carry timestamps, process ids, durations and tqdm rates",
     "results/benchmarks/**": "Snakemake benchmark TSVs are wall-clock times and memory peaks of each job",
-    "results/tagging/*/shard-*.summary.json": "per-shard seconds and rates; calls vs cache hits (run 2 is served "
-    "from run 1's tagging cache)",
-    "results/tables/tagging.tsv": "the shard summaries gathered: seconds, queries/s, calls vs cache hits",
+    "results/tagging/*/shard-*.summary.json": "calls vs cache hits: run 2 is served from run 1's tagging cache",
+    "results/tables/tagging.tsv": "the shard summaries gathered: calls vs cache hits",
 }
-
-#: JSON outputs compared without their timing fields (any key ending in "seconds"), which measure the run.
-TIMED_JSON = ["results/normalize/*.json"]
-
-
-def _drop_timings(obj):
-    if isinstance(obj, dict):
-        return {k: _drop_timings(v) for k, v in obj.items() if not k.endswith("seconds")}
-    if isinstance(obj, list):
-        return [_drop_timings(v) for v in obj]
-    return obj
 
 
 def content(path: Path, rel: str) -> bytes:
-    """The bytes compared: the file, or for :data:`TIMED_JSON` its JSON without timing fields."""
-    if any(fnmatch.fnmatch(rel, pat) for pat in TIMED_JSON):
-        return json.dumps(_drop_timings(json.loads(path.read_text())), sort_keys=True).encode()
+    """The bytes compared: the whole file."""
     return path.read_bytes()
 
 
@@ -99,6 +85,7 @@ def test_same_config_and_seed_give_identical_outputs(two_runs):
     assert any(rel.endswith(".rejected.jsonl") for rel in a)
     assert sum(rel.startswith("results/data/") and rel.endswith(".jsonl") for rel in a) >= 2
     assert "results/tables/samples.tsv" in a and "results/normalize/normalized.jsonl" in a
+    assert all(f"results/normalize/{step}.json" in a for step in ("frequency", "lexical", "semantic", "association"))
     assert any(rel.startswith("results/tagging/") for rel in a)
     assert any(rel.startswith("results/figures/") for rel in a)
 
