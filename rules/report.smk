@@ -156,6 +156,9 @@ rule report_screenshot:
         ),
     log:
         "results/logs/report/screenshot.log",
+    conda:
+        # the instag CLI; Chromium itself comes from the system (Debian's chromium), found at run time
+        "../envs/core.yaml"
     threads: threads_for("report_screenshot")
     resources:
         **resources_for("report_screenshot"),
