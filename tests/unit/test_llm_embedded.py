@@ -164,3 +164,32 @@ def test_backend_reports_tokens_finish_reason_and_context_overflow():
     assert out[0].prompt_tokens > 5 and out[0].text.startswith('[{"tag": "')
     assert not out[1].ok and "exceeds the model context" in out[1].error
     json.dumps(out[0].text)
+
+
+@pytest.mark.slow
+@needs_model
+def test_f32_engine_gives_the_greedy_text_of_hf_fp32():
+    """precision f32 (the default): OpenVINO computes in f32 on dense weights (the package's Q4_1 GGUF
+    dequantized once into an F16 copy), so its greedy text equals HF transformers' fp32 on the same GGUF.
+    OpenVINO on the Q4_1 weights as they are said "The capital city of Australia is Canberra, capital city of
+    Australia." to the second prompt, where fp32 says "The capital of Australia is Canberra."."""
+    if not HAVE_OV:
+        pytest.skip("openvino-genai is not installed")
+    from instag.llm.embedded import EmbeddedBackend, find_gguf
+    from instag.llm.transformers_local import TransformersBackend
+
+    prompts = [
+        "Write a haiku about autumn leaves.",
+        "What is the capital of Australia? Answer in one sentence.",
+        "Explain what a Python list comprehension is.",
+    ]
+    reqs = [ChatRequest([{"role": "user", "content": p}], GenerationParams(max_tokens=24)) for p in prompts]
+    ov = EmbeddedBackend(engine="openvino", precision="f32", threads=2, batch_size=4)
+    assert ov.engine == "openvino" and ov.revision.endswith("+openvino-f16-cb-f32")
+    got = [r.text for r in ov.generate(reqs)]
+    ov.close()
+    hf = TransformersBackend(str(find_gguf()), dtype="float32", threads=2, batch_size=4)
+    want = [r.text for r in hf.generate(reqs)]
+    hf.close()
+    assert got == want
+    assert want[1] == "The capital of Australia is Canberra."

