@@ -367,8 +367,9 @@ def figures(
             zorder=2,
             label=f"no {score_name} score" if has.any() else None,
         )
-    for xi, yi, r in zip(x, y, ds, strict=True):
-        ax.annotate(r.get("name") or r["dataset"], (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    from .report.style import annotate_points  # labels kept apart (two datasets can sit on one spot)
+
+    annotate_points(ax, list(x), list(y), [r.get("name") or r["dataset"] for r in ds])
     ax.set_xlabel("complexity: average tags per sample")
     ax.set_ylabel("diversity: coverage of all tags (%)")
     ax.set_title("Datasets by diversity and complexity")

@@ -185,6 +185,7 @@ def plot(table: str | Path, png: str | Path, pdf: str | Path) -> dict:
 
     rows = read_tsv(table)
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    labelled: list[tuple] = []
     for ablation in ABLATIONS:
         sub = [r for r in rows if r["ablation"] == ablation]
         if not sub:
@@ -193,8 +194,7 @@ def plot(table: str | Path, png: str | Path, pdf: str | Path) -> dict:
         y = [float(r["avg_tags_per_query"]) for r in sub]
         marker, colour = _STYLE[ablation]
         ax.scatter(x, y, marker=marker, color=colour, label=f"{ablation} ({len(sub)})", zorder=3)
-        for r, xi, yi in zip(sub, x, y, strict=True):
-            ax.annotate(r["variant"], (xi, yi), textcoords="offset points", xytext=(3, 3), fontsize=6, color=colour)
+        labelled += [(xi, yi, r["variant"], colour) for r, xi, yi in zip(sub, x, y, strict=True)]
     targets = [r for r in rows if r["target_coverage"] and r["target_avg_tags"]]
     if targets:
         ax.scatter(
@@ -207,6 +207,11 @@ def plot(table: str | Path, png: str | Path, pdf: str | Path) -> dict:
             label="sweep targets",
             zorder=4,
         )
+    if labelled:  # variant labels kept apart (variants of two ablations can sit on one spot)
+        from ..report.style import annotate_points
+
+        xs, ys, names, colours = zip(*labelled, strict=True)
+        annotate_points(ax, list(xs), list(ys), list(names), fontsize=6, color=list(colours))
     ax.set_xlabel("tag coverage of the pool's tag set (%)")
     ax.set_ylabel("average tags per query")
     ax.set_title("Sampled sets: diversity (coverage) vs complexity (tags per query)")
