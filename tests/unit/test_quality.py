@@ -269,3 +269,20 @@ def test_judge_without_prices_leaves_the_cost_blank_unless_capped(tmp_path, file
     )
     (row,) = read_tsv(tmp_path / "cost.tsv")
     assert row["usd"] == "" and int(row["prompt_tokens"]) > 0 and backend.n_calls == 8
+
+
+def test_evaluate_defaults_are_the_schemas():
+    """Every quality key the judge function takes has the function's default as its schema default."""
+    import inspect
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["quality"]["properties"]
+    params = inspect.signature(quality.evaluate).parameters
+    shared = sorted(set(props) & set(params) - {"judge", "prices"})  # prices: None in code, {} in config
+    assert {"n_precision", "n_consistency", "set_size", "max_tokens", "cache_dir", "spend_cap_usd"} <= set(shared)
+    for key in shared:
+        assert props[key]["default"] == params[key].default, f"quality.{key}"

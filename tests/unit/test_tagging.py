@@ -474,3 +474,19 @@ def test_blank_queries_are_rejected_with_a_reason_and_never_sent(tmp_path, text,
     assert list(lines[1]) == LINE_KEYS and lines[1]["tags"] is None
     assert s["rejected"] == 1 and s["ok"] == 1 and s["queries"] == 2 and backend.n_calls == 1
     assert estimate([src], tmp_path / "c.tsv", _settings(tmp_path))[-1]["requests"] == 1  # not sent, not priced
+
+
+def test_settings_defaults_are_the_schemas():
+    """The tagging section's defaults live in TaggingSettings and in the config schema only: they agree."""
+    import dataclasses
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["tagging"]["properties"]
+    for f in dataclasses.fields(TaggingSettings):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        assert f.name in props, f"tagging.{f.name} is not in the schema"
+        assert props[f.name]["default"] == default, f"tagging.{f.name}: {props[f.name]['default']!r} != {default!r}"

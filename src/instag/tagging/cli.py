@@ -50,12 +50,19 @@ def _common(p) -> None:
         help=f"template name in instag/prompts or a .txt file (default: {ZERO_SHOT_PROMPT} for the small "
         f"embedded model, {PAPER_PROMPT}, the paper's, for other backends)",
     )
-    p.add_argument("--max-retries", type=int, default=None, help="extra attempts for unparseable answers (default 2)")
-    p.add_argument("--max-tokens", type=int, default=None, help="generated tokens per answer (default 256)")
-    p.add_argument("--temperature", type=float, default=None, help="first attempt's temperature (default 0)")
-    p.add_argument("--max-query-tokens", type=int, default=None, help="cut longer queries (default 2048)")
-    p.add_argument("--chunk-size", type=int, default=None, help="queries per backend call (default 64)")
-    p.add_argument("--cache-dir", default=None, help="LLM call cache (default cache/llm)")
+    d = TaggingSettings  # the defaults live there (and in the config schema)
+    p.add_argument(
+        "--max-retries", type=int, default=None, help=f"re-asks of unparseable answers (default {d.max_retries})"
+    )
+    p.add_argument("--max-tokens", type=int, default=None, help=f"generated tokens per answer (default {d.max_tokens})")
+    p.add_argument(
+        "--temperature", type=float, default=None, help=f"first attempt's temperature (default {d.temperature})"
+    )
+    p.add_argument(
+        "--max-query-tokens", type=int, default=None, help=f"cut longer queries (default {d.max_query_tokens})"
+    )
+    p.add_argument("--chunk-size", type=int, default=None, help=f"queries per backend call (default {d.chunk_size})")
+    p.add_argument("--cache-dir", default=None, help=f"LLM call cache (default {d.cache_dir})")
     p.add_argument("--no-cache", action="store_true", help="call the model for every query")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of a local backend")
 
@@ -105,7 +112,9 @@ def add_cli(sub) -> None:
     )
     r.add_argument("tags", nargs="+", help="tag line files (e.g. results/tagging/*/shard-*.jsonl)")
     r.add_argument("--records", nargs="+", required=True, help="the records files the queries come from")
-    r.add_argument("--extra-attempts", type=int, default=2, help="new samples beyond max_retries (default 2)")
+    r.add_argument(
+        "--extra-attempts", type=int, default=2, help="new samples beyond max_retries (default: %(default)s)"
+    )
     _common(r)
     r.set_defaults(
         func=lambda args: retry_failed(
