@@ -87,6 +87,7 @@ rule instagger_score:
     input:
         test=rules.instagger_split.output.test,
         mapping=rules.normalize_finalize.output.mapping,
+        run=rules.instagger_train.output.run,
         predictions=get_instagger_predictions,
     output:
         scores="results/instagger/scores.json",
@@ -105,7 +106,7 @@ rule instagger_score:
         seed=INSTAGGER["seed"],
     shell:
         "instag -v instagger score --test {input.test:q} --predictions {params.pairs:q} --mapping {input.mapping:q}"
-        " --out {output.scores:q} --per-query {output.per_query:q} --table {output.table:q}"
+        " --run {input.run:q} --out {output.scores:q} --per-query {output.per_query:q} --table {output.table:q}"
         " --embedding-model {params.s[embedding_model]:q} --threshold {params.s[threshold]}"
         " --bootstrap {params.s[bootstrap]} --level {params.s[level]} --seed {params.seed}"
         " --cache-dir {params.s[cache_dir]:q} --device {params.s[device]:q} --threads {threads}"

@@ -186,7 +186,11 @@ def tagged(tmp_path):
         for t in range(n_turns):
             turns += [{"role": "user", "content": f"query {k}.{t} " + "x" * k}, {"role": "assistant", "content": "a"}]
             status = "failed" if (k, t) in ((3, 0), (8, 1)) else "ok"
-            tags = None if status == "failed" else [{"tag": "Math", "explanation": "e"}, {"tag": f"rare {k}", "explanation": "r"}]
+            tags = (
+                None
+                if status == "failed"
+                else [{"tag": "Math", "explanation": "e"}, {"tag": f"rare {k}", "explanation": "r"}]
+            )
             lines.append({"id": rid, "dataset": "ds", "turn": t, "tags": tags, "status": status})
         records.append({"id": rid, "dataset": "ds", "turns": turns})
     _write_jsonl(tmp_path / "records.jsonl", records)
@@ -201,8 +205,13 @@ def tagged(tmp_path):
 def _split(d, **kw):
     kw.setdefault("test_size", 5)
     return split(
-        [d / "shard-0.jsonl"], [d / "records.jsonl"], d / "train.jsonl", d / "test.jsonl", d / "stats.json",
-        mapping=d / "mapping.tsv", **kw,
+        [d / "shard-0.jsonl"],
+        [d / "records.jsonl"],
+        d / "train.jsonl",
+        d / "test.jsonl",
+        d / "stats.json",
+        mapping=d / "mapping.tsv",
+        **kw,
     )
 
 
@@ -259,17 +268,38 @@ def test_score_writes_table_with_paper_numbers(tagged):
     _split(tagged, seed=0)
     test = _lines(tagged / "test.jsonl")
     preds = [
-        {"id": x["id"], "dataset": "instagger", "turn": 0, "status": "ok", "tags": [{"tag": "math", "explanation": ""}],
-         "backend": "instagger", "model": "m"}
+        {
+            "id": x["id"],
+            "dataset": "instagger",
+            "turn": 0,
+            "status": "ok",
+            "tags": [{"tag": "math", "explanation": ""}],
+            "backend": "instagger",
+            "model": "m",
+        }
         for x in test
     ]
     preds[0] = {**preds[0], "status": "failed", "tags": None}
     _write_jsonl(tagged / "pred.jsonl", preds)
     encode = lambda texts: np.eye(len(texts))  # noqa: E731 - distinct strings never match fuzzily
+    run = {
+        "base_model": "embedded:SmolLM2-135M-Instruct",
+        "train_queries": 7,
+        "steps": 2,
+        "settings": {"epochs": 1, "global_batch": 8},
+        "batch": {"global_batch": 8},
+    }
+    (tagged / "run.json").write_text(json.dumps(run), encoding="utf-8")
     summary = score(
-        str(tagged / "test.jsonl"), [f"distilled={tagged / 'pred.jsonl'}"], str(tagged / "scores.json"),
-        str(tagged / "instagger.tsv"), mapping=str(tagged / "mapping.tsv"), per_query=str(tagged / "pq.jsonl"),
-        bootstrap=50, encode=encode,
+        str(tagged / "test.jsonl"),
+        [f"distilled={tagged / 'pred.jsonl'}"],
+        str(tagged / "scores.json"),
+        str(tagged / "instagger.tsv"),
+        mapping=str(tagged / "mapping.tsv"),
+        per_query=str(tagged / "pq.jsonl"),
+        run=str(tagged / "run.json"),
+        bootstrap=50,
+        encode=encode,
     )
     # 4 of 5 queries predict "math" against gold {math, rare k}: P = 4/4, R = 4/10 (raw)
     assert summary["distilled"]["raw"]["exact"] == pytest.approx(round(100 * 2 * 1 * 0.4 / 1.4, 1))
@@ -280,6 +310,17 @@ def test_score_writes_table_with_paper_numbers(tagged):
     assert len(rows) == 1 + 2 * 2 * 2
     first = dict(zip(header, rows[1].split("\t"), strict=True))
     assert first["paper_f1"] == "31.8" and first["failed_answers"] == "1"
+    assert (first["base_model"], first["train_samples"], first["batch_size"], first["epochs"]) == (
+        "embedded:SmolLM2-135M-Instruct",
+        "7",
+        "8",
+        "1",
+    )
+    # the report reads the distilled model's micro F1 against raw gold from these long rows
+    from instag.report.results import instagger_summary
+
+    rows_d = [dict(zip(header, r.split("\t"), strict=True)) for r in rows[1:]]
+    assert float(instagger_summary(rows_d)["exact_f1"]) == pytest.approx(summary["distilled"]["raw"]["exact"], abs=0.05)
     assert len(_lines(tagged / "pq.jsonl")) == 5
 
 
@@ -287,20 +328,34 @@ def test_score_missing_prediction_names_file(tagged):
     _split(tagged, seed=0)
     _write_jsonl(tagged / "pred.jsonl", [{"id": "nope", "status": "ok", "tags": []}])
     with pytest.raises(InputError, match="pred.jsonl"):
-        score(str(tagged / "test.jsonl"), [f"distilled={tagged / 'pred.jsonl'}"], str(tagged / "s.json"),
-              str(tagged / "t.tsv"), encode=fake_encode, bootstrap=0)
+        score(
+            str(tagged / "test.jsonl"),
+            [f"distilled={tagged / 'pred.jsonl'}"],
+            str(tagged / "s.json"),
+            str(tagged / "t.tsv"),
+            encode=fake_encode,
+            bootstrap=0,
+        )
 
 
 # ------------------------------------------------------------------------------------------ plan
 
 
 def test_systems_and_settings():
-    section = {"teacher": {"enabled": True, "temperature": 0.7, "seed": 3}, "released": {"enabled": False},
-               "inference": {"backend": {"batch_size": 4}, "use_schema": True, "max_tokens": 200}}
+    section = {
+        "teacher": {"enabled": True, "temperature": 0.7, "seed": 3},
+        "released": {"enabled": False},
+        "inference": {"backend": {"batch_size": 4}, "use_schema": True, "max_tokens": 200},
+    }
     assert systems(section) == ["distilled", "teacher"]
     assert systems({**section, "released": {"enabled": True, "backend": {"backend": "openai"}}})[-1] == "released"
-    tagging = {"backend": {"backend": "embedded"}, "prompt": "tagging", "temperature": 0, "shard_size": 6,
-               "cache_dir": "c"}
+    tagging = {
+        "backend": {"backend": "embedded"},
+        "prompt": "tagging",
+        "temperature": 0,
+        "shard_size": 6,
+        "cache_dir": "c",
+    }
     t = predict_settings("teacher", section, tagging)
     assert t["temperature"] == 0.7 and t["seed"] == 3 and t["prompt"] == "tagging" and "shard_size" not in t
     d = predict_settings("distilled", section, tagging, "results/instagger/train")
@@ -324,7 +379,7 @@ def test_prompt_and_query_extraction():
     assert extract_query(tagging_turn) == "line one\nline (end) two"
     assert extract_query("just text") == "just text"
     assert answer_text([{"tag": "Poetry", "explanation": "writes a poem"}]) == (
-        '[{"tag":"Poetry","explanation":"writes a poem"}]'
+        '[{"tag": "Poetry", "explanation": "writes a poem"}]'
     )
 
 
@@ -343,7 +398,9 @@ def test_cli_help_lists_actions():
     parser = build_parser("instagger")
     with pytest.raises(SystemExit):
         parser.parse_args(["instagger", "--help"])
-    args = parser.parse_args(["instagger", "score", "--test", "t", "--predictions", "a=b", "--out", "o", "--table", "x"])
+    args = parser.parse_args(
+        ["instagger", "score", "--test", "t", "--predictions", "a=b", "--out", "o", "--table", "x"]
+    )
     assert args.threshold == 0.8 and args.predictions == ["a=b"]
 
 

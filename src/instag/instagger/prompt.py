@@ -2,9 +2,9 @@
 
 The user turn is the paper's sentence with the query after ``Query:`` (``instag/prompts/instagger.txt``, so
 ``tagging.prompt: instagger`` asks any tagging backend in the same words). The assistant turn is the teacher's answer,
-a JSON list of ``{"tag", "explanation"}`` objects written compactly (no spaces between JSON tokens), the
-form a grammar-constrained decoder (``any_whitespace=False``) produces, so training and constrained
-inference agree token for token. The conversation is rendered with FastChat's ``vicuna_v1.1`` template (its
+a JSON list of ``{"tag", "explanation"}`` objects on one line with the separators ``", "`` and ``": "``, the
+form a grammar-constrained decoder produces (xgrammar's JSON-schema grammar without free whitespace uses
+exactly these separators), so training and constrained inference agree token for token. The conversation is rendered with FastChat's ``vicuna_v1.1`` template (its
 own system message), as TagLM is and as downstream tools call the released ``OFA-Sys/InsTagger``.
 """
 
@@ -31,9 +31,10 @@ def user_turn(query: str) -> str:
 
 
 def answer_text(tags: list[dict]) -> str:
-    """The assistant turn: the teacher's ``[{"tag", "explanation"}]`` as compact JSON (key order tag, explanation)."""
+    """The assistant turn: the teacher's ``[{"tag", "explanation"}]`` as one-line JSON (key order tag,
+    explanation; separators ``", "`` and ``": "``, as the grammar-constrained decoder writes them)."""
     items = [{"tag": t["tag"], "explanation": t.get("explanation", "")} for t in tags]
-    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(items, ensure_ascii=False, separators=(", ", ": "))
 
 
 def extract_query(text: str) -> str:

@@ -114,6 +114,11 @@ class InsTaggerBackend(TransformersBackend):
             self._bos = tok.bos_token if added and tok.bos_token else ""
         return self._bos
 
+    def _load(self):
+        mdl = super()._load()
+        mdl.config.use_cache = True  # a run saved after gradient checkpointing may have it off
+        return mdl
+
     def _generate_batch(self, prompts, params, repeat) -> list[ChatResponse]:
         out = super()._generate_batch(prompts, params, repeat)
         if self.stops:  # a template end marker that is not a special token of this tokenizer comes out as text
