@@ -1,21 +1,28 @@
-"""Throughput of the ``openai`` backend and of a fully cached rerun (issue 4's API-client targets).
+"""Throughput of the ``openai`` backend and of a fully cached rerun (issue 4's and issue 16's API-client targets).
 
 1. The loopback OpenAI-compatible server (tests/support/openai_server.py, in its own process) answers every
-   request after 200 ms. ``OpenAIBackend`` at concurrency 64 and 256 sends ``rounds`` x concurrency requests;
-   the ideal rate is concurrency / 0.2 s (320 and 1280 requests/s). Targets: >= 95 % and >= 90 % of ideal.
+   request after 200 ms. At concurrency 64 and 256 the ideal rate is concurrency / 0.2 s (320 and 1280
+   requests/s). Each level runs for at least ``--seconds`` (default 20) so that connection ramp-up does not
+   decide the figure, twice: first a bare aiohttp loop (``concurrency`` tasks posting pre-encoded bodies over
+   one pooled session, no parsing: the machine's ceiling against this server), then ``OpenAIBackend`` on the
+   same number of requests. Targets: backend >= 95 % (64) and >= 90 % (256) of ideal; the ratio to the bare
+   loop measured in the same run is printed beside it.
 2. A cache of 100K answered requests is written, then a new ``CachedBackend`` around an ``OpenAIBackend`` opens
    it and answers the same 100K requests: every one a hit, no request reaches the server. Target: >= 20K
    requests/s, including opening (indexing) the cache.
 
 Prints the figures, the load average (other processes share the CPU) and peak memory (max RSS).
 
-    .venv/bin/python benchmarks/api_client.py [--rounds 10] [--cached 100000] [--transport auto sdk]
+    .venv/bin/python benchmarks/api_client.py [--seconds 20] [--cached 100000] [--transport auto sdk]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.util
 import json
+import math
 import multiprocessing
 import os
 import resource
@@ -28,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support
 
 from instag.llm.base import ChatRequest, GenerationParams  # noqa: E402
 from instag.llm.cache import CachedBackend  # noqa: E402
-from instag.llm.openai_backend import OpenAIBackend  # noqa: E402
+from instag.llm.openai_backend import OpenAIBackend, _run_loop  # noqa: E402
 from instag.llm.scripted import ScriptedBackend  # noqa: E402
 from tests.support.openai_server import OpenAIServer  # noqa: E402
 
@@ -62,12 +69,11 @@ def make_requests(n: int, tag: str = "") -> list[ChatRequest]:
     ]
 
 
-def bench_api(server: OpenAIServer, concurrency: int, rounds: int, transport: str) -> dict:
+def bench_api(server: OpenAIServer, concurrency: int, n: int, transport: str) -> dict:
     backend = OpenAIBackend(
         "bench-model", base_url=server.base_url, concurrency=concurrency, timeout=30, max_retries=2, transport=transport
     )
-    n = concurrency * rounds
-    backend.generate(make_requests(concurrency, tag=f"warm{concurrency} "))  # connections, imports
+    backend.generate(make_requests(concurrency, tag=f"warm{concurrency} "))  # imports, first connections
     reqs = make_requests(n, tag=f"c{concurrency} ")
     t0 = time.perf_counter()
     out = backend.generate(reqs)
@@ -83,6 +89,51 @@ def bench_api(server: OpenAIServer, concurrency: int, rounds: int, transport: st
         "req_per_s": round(rate, 1),
         "ideal_req_per_s": ideal,
         "fraction_of_ideal": round(rate / ideal, 4),
+    }
+
+
+def bench_bare(server: OpenAIServer, concurrency: int, n: int) -> dict:
+    """The ceiling: ``concurrency`` aiohttp tasks posting pre-encoded bodies over one session, nothing else."""
+    import aiohttp
+
+    url = server.base_url.rstrip("/") + "/chat/completions"
+    bodies = [
+        json.dumps({"model": "bench-model", "messages": r.messages, "temperature": 0.0, "max_tokens": 128}).encode()
+        for r in make_requests(n, tag=f"bare{concurrency} ")
+    ]
+
+    async def run() -> tuple[float, int]:
+        conn = aiohttp.TCPConnector(limit=concurrency)
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer EMPTY"}
+        async with aiohttp.ClientSession(connector=conn, headers=headers) as session:
+            ok = 0
+            todo = iter(bodies[:concurrency])
+
+            async def worker():
+                nonlocal ok
+                for body in todo:
+                    async with session.post(url, data=body) as resp:
+                        await resp.read()
+                        ok += resp.status == 200
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))  # open the connections
+            todo, ok = iter(bodies[concurrency:]), 0
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return time.perf_counter() - t0, ok
+
+    dt, ok = _run_loop(run)  # the event loop the backend runs on (uvloop when installed)
+    done = n - concurrency
+    ideal = concurrency / DELAY
+    return {
+        "transport": "bare aiohttp loop",
+        "concurrency": concurrency,
+        "requests": done,
+        "ok": ok,
+        "seconds": round(dt, 3),
+        "req_per_s": round(done / dt, 1),
+        "ideal_req_per_s": ideal,
+        "fraction_of_ideal": round(done / dt / ideal, 4),
     }
 
 
@@ -133,7 +184,7 @@ def bench_cached(server: OpenAIServer, n: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=10, help="requests per worker (default 10)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds per level at the ideal rate (default 20)")
     ap.add_argument("--cached", type=int, default=100_000, help="requests of the cached rerun (default 100000)")
     ap.add_argument(
         "--transport",
@@ -145,18 +196,31 @@ def main() -> None:
     ap.add_argument("--skip-api", action="store_true")
     args = ap.parse_args()
     results: dict = {"load_before": load(), "cpus": os.cpu_count()}
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    print(f"event loop: {loop} (backend and bare loop alike); load {load()}", flush=True)
     with OpenAIServer(delay=DELAY, keep_bodies=False, mode="process") as server:
         if not args.skip_api:
-            for transport in args.transport:
-                for conc, target in ((64, 0.95), (256, 0.90)):
-                    r = bench_api(server, conc, args.rounds, transport)
+            for conc, target in ((64, 0.95), (256, 0.90)):
+                n = int(math.ceil(args.seconds * conc / DELAY))
+                bare = bench_bare(server, conc, n + conc)
+                results[f"bare_c{conc}"] = bare
+                print(
+                    f"bare aiohttp loop, concurrency {conc}: {bare['req_per_s']} req/s = "
+                    f"{100 * bare['fraction_of_ideal']:.1f}% of ideal {bare['ideal_req_per_s']:.0f} over "
+                    f"{bare['seconds']:.1f} s, {bare['ok']}/{bare['requests']} ok, load {load()}",
+                    flush=True,
+                )
+                for transport in args.transport:
+                    r = bench_api(server, conc, n, transport)
                     r["target"] = target
                     r["meets_target"] = r["fraction_of_ideal"] >= target
+                    r["ratio_to_bare"] = round(r["req_per_s"] / bare["req_per_s"], 4)
                     results[f"api_{transport}_c{conc}"] = r
                     print(
                         f"transport {transport} ({r['transport']}), concurrency {conc}: {r['req_per_s']} req/s = "
                         f"{100 * r['fraction_of_ideal']:.1f}% of ideal {r['ideal_req_per_s']:.0f} (target "
-                        f"{100 * target:.0f}%), {r['ok']}/{r['requests']} ok, load {load()}",
+                        f"{100 * target:.0f}%), {100 * r['ratio_to_bare']:.1f}% of the bare loop, over "
+                        f"{r['seconds']:.1f} s, {r['ok']}/{r['requests']} ok, load {load()}",
                         flush=True,
                     )
         if args.cached:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import email.utils
+import functools
 import importlib
 import importlib.util
 import ipaddress
@@ -209,18 +210,13 @@ class _AiohttpTransport:
 
     def __init__(self, backend: OpenAIBackend, api_key: str):
         import aiohttp
-        import openai
 
-        sdk = openai.AsyncOpenAI(api_key=api_key, base_url=backend.base_url, max_retries=0)
-        auth = getattr(sdk, "auth_headers", None) or {"Authorization": f"Bearer {api_key}"}
-        headers = {k: v for k, v in {**sdk.default_headers, **auth}.items() if isinstance(v, str)}
-        headers["Content-Type"] = "application/json"
-        self.url = str(sdk.base_url).rstrip("/") + "/chat/completions"
-        self._sdk = sdk
+        self.url, headers = _sdk_request_target(backend.base_url, api_key)
         self.session = aiohttp.ClientSession(
             headers=headers,
             connector=aiohttp.TCPConnector(limit=backend.concurrency, limit_per_host=backend.concurrency),
             timeout=aiohttp.ClientTimeout(total=backend.timeout + 5),
+            auto_decompress=False,  # the request asks for no compression (Accept-Encoding: identity)
         )
 
     async def send(self, body: dict) -> bytes:
@@ -241,7 +237,30 @@ class _AiohttpTransport:
 
     async def close(self) -> None:
         await self.session.close()
-        await self._sdk.close()
+
+
+@functools.lru_cache(maxsize=16)
+def _sdk_request_target(base_url: str | None, api_key: str) -> tuple[str, dict[str, str]]:
+    """The URL and headers (auth, organization, project, user agent) an ``AsyncOpenAI`` client built with
+    these settings sends. Computed once per process and settings: building the SDK client loads the TLS
+    certificate store (~0.1-0.4 s), which each batch paid before."""
+    import openai
+
+    sdk = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+    auth = getattr(sdk, "auth_headers", None) or {"Authorization": f"Bearer {api_key}"}
+    headers = {k: v for k, v in {**sdk.default_headers, **auth}.items() if isinstance(v, str)}
+    headers["Content-Type"] = "application/json"
+    headers["Accept-Encoding"] = "identity"
+    url = str(sdk.base_url).rstrip("/") + "/chat/completions"
+    return url, headers  # the SDK client never opened a connection: nothing to close
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
 
 
 def _status_failure(status: int, message: str, text: str | None, headers) -> _Failure:
@@ -278,13 +297,22 @@ def _http_client(kind: str, concurrency: int):
         return None
 
 
-def _run_sync(make_coro: Callable[[], Any]) -> Any:
+def _run_loop(make_coro: Callable[[], Any]) -> Any:
+    """Run a coroutine to completion on a new event loop: uvloop's when installed (its C loop and transports
+    take about half the CPU per request of asyncio's, which decides the rate at 256 requests in flight on
+    2 cores), else asyncio's."""
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+        import uvloop
+    except ImportError:
         return asyncio.run(make_coro())
+    return uvloop.run(make_coro())
+
+
+def _run_sync(make_coro: Callable[[], Any]) -> Any:
+    if not _loop_running():
+        return _run_loop(make_coro)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="openai-backend") as pool:
-        return pool.submit(lambda: asyncio.run(make_coro())).result()
+        return pool.submit(lambda: _run_loop(make_coro)).result()
 
 
 class OpenAIBackend(Backend):
