@@ -38,6 +38,7 @@ include: "rules/normalize.smk"
 include: "rules/quality.smk"
 include: "rules/analysis.smk"
 include: "rules/sampling.smk"
+include: "rules/mtbench.smk"
 include: "rules/instagger.smk"
 include: "rules/report.smk"
 

@@ -341,6 +341,11 @@ def get_instagger_training_json(wildcards=None):
     return json.dumps(INSTAGGER["training"], sort_keys=True)
 
 
+def get_instagger_run_dir(wildcards, output):
+    """The training run folder: where the train rule's run.json is written."""
+    return os.path.dirname(output.run)
+
+
 def get_instagger_launcher(wildcards=None):
     """`instag -v`, or with resources.instagger_train.gpu > 1 the same under torchrun (a process per GPU, one job)."""
     n = int(resources_for("instagger_train").get("gpu", 0))

@@ -50,7 +50,7 @@ rule instagger_train:
     params:
         launcher=get_instagger_launcher,
         settings=get_instagger_training_json,
-        run_dir=INSTAGGER_RUN,
+        run_dir=get_instagger_run_dir,
         seed=INSTAGGER["seed"],
     shell:
         "{params.launcher} instagger train --train {input.train:q} --out-dir {params.run_dir:q}"

@@ -239,7 +239,7 @@ def answer_model(
         "template_vs_fastchat": fastchat_check,
         "backend": {**info_b, "spec": spec},
         "max_new_tokens": int(max_new_tokens),
-        "seed": seed,
+        "sampling_seed": seed,
         "data": bench.manifest(),
     }
     write_jsonl(out, [header, *records])
