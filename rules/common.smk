@@ -129,6 +129,7 @@ def get_final_output():
         *quality_final_output(),
         *analysis_final_output(),
         *sampling_final_output(),
+        *mtbench_final_output(),
         *instagger_final_output(),
         *report_final_output(),
     ]
@@ -379,6 +380,82 @@ def get_instagger_prediction_pairs(wildcards=None):
 
 def instagger_final_output():
     return ["results/tables/instagger.tsv"] if INSTAGGER["enabled"] else []
+
+
+# --- mtbench ---
+# Which models answer MT-Bench (every fine-tuning run, the base model, configured backends) is planned in the
+# package (instag.mtbench.plan); the fine-tuning runs are FINETUNE_RUNS (finetune section).
+from instag.mtbench.plan import model_regex as _mtbench_model_regex
+from instag.mtbench.plan import plan_models as _mtbench_plan_models
+from instag.mtbench.plan import with_defaults as _mtbench_with_defaults
+
+MTBENCH = _mtbench_with_defaults(config.get("mtbench"))
+MTBENCH_FIGURES = ("complexity", "diversity", "size", "radar")
+
+
+def mtbench_models():
+    # FINETUNE_RUNS: the finetune section's planned runs (none where that section is not included)
+    planned = globals().get("FINETUNE_RUNS", [])
+    runs = [{"ablation": a, "variant": v, "seed": s} for a, v, s in planned]
+    return _mtbench_plan_models(MTBENCH, runs)
+
+
+def mtbench_model_regex():
+    return _mtbench_model_regex(mtbench_models())
+
+
+def get_mtbench_settings_json():
+    return json.dumps(MTBENCH, sort_keys=True)
+
+
+def get_mtbench_judge_json():
+    return json.dumps(MTBENCH["judge"]["backend"], sort_keys=True)
+
+
+def get_mtbench_answer_env():
+    """vLLM pins torch and transformers unlike ours: its answer jobs run in their own environment."""
+    if MTBENCH["answer"]["backend"]["backend"] == "vllm":
+        return "../envs/vllm.yaml"
+    return "../envs/llm.yaml"
+
+
+def get_mtbench_answer_input(wildcards):
+    model = mtbench_models()[wildcards.model]
+    out = {"manifest": "results/mtbench/data.json"}
+    if model.run_dir:
+        out["run"] = f"{model.run_dir}/run.json"
+        if model.backend["backend"] == "embedded" and not model.backend.get("model"):
+            out["gguf"] = f"{model.run_dir}/model.gguf"
+    return out
+
+
+def get_mtbench_run_dir_option(wildcards):
+    run_dir = mtbench_models()[wildcards.model].run_dir
+    return f"--run-dir {shlex.quote(run_dir)}" if run_dir else ""
+
+
+def mtbench_files(kind):
+    return [f"results/mtbench/{kind}/{key}.jsonl" for key in sorted(mtbench_models())]
+
+
+def get_mtbench_sample_stats():
+    """Sampling stats of the fine-tuned models' samples (coverage and tags per query in the table)."""
+    pairs = {(m.ablation, m.variant) for m in mtbench_models().values() if m.kind == "finetuned"}
+    return [f"results/sampling/{a}/{v}.stats.json" for a, v in sorted(pairs)]
+
+
+def mtbench_figure_files():
+    return [f"results/figures/mt_bench_{f}.{ext}" for f in MTBENCH_FIGURES for ext in ("png", "pdf")]
+
+
+def mtbench_final_output():
+    if not MTBENCH["enabled"]:
+        return []
+    return [
+        "results/tables/mt_bench.tsv",
+        "results/tables/mt_bench_categories.tsv",
+        *mtbench_figure_files(),
+    ]
 
 
 # --- report ---

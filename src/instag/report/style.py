@@ -111,15 +111,21 @@ def repel(ax, texts, max_steps: int = 60) -> None:
 
 
 def annotate_points(ax, xs, ys, labels, *, fontsize: float = 8, color=None) -> list:
-    """Label points so that no two labels overlap; returns the text artists.
+    """Label points so that no two labels overlap; returns the text artists (``color``: one, or one per label).
 
-    Labels start 4 points up and right of their point (offset-points annotations, so shifts are in points) and
-    are then moved apart by :func:`repel`; a thin line joins a moved label to its point.
+    Labels start 4 points up and right of their point (left of it for the rightmost points; offset-points
+    annotations, so shifts are in points) and are then moved apart by :func:`repel`; a thin line joins a moved
+    label to its point.
     """
+    colors = list(color) if isinstance(color, (list, tuple)) else [color] * len(labels)
+    return _annotate(ax, xs, ys, labels, fontsize, colors)
+
+
+def _annotate(ax, xs, ys, labels, fontsize, colors) -> list:
     ax.margins(x=0.1, y=0.08)
     lo, hi = (min(xs), max(xs)) if len(xs) else (0.0, 0.0)
     texts = []
-    for x, y, label in zip(xs, ys, labels, strict=True):
+    for x, y, label, color in zip(xs, ys, labels, colors, strict=True):
         right = hi > lo and x > lo + 0.7 * (hi - lo)  # labels of the rightmost points go to their left
         texts.append(
             ax.annotate(
