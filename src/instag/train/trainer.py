@@ -211,7 +211,7 @@ def _trainer_class():
     from transformers import Trainer
 
     class PlanTrainer(Trainer):
-        """The HF Trainer fed by a :class:`~.batching.BatchPlan`; each log row carries the tokens seen."""
+        """The HF Trainer fed by a :class:`~.batching.BatchPlan` (each log row carries ``num_input_tokens_seen``)."""
 
         def __init__(self, *args, plan: BatchPlan, **kwargs):
             self._plan = plan
@@ -225,11 +225,6 @@ def _trainer_class():
                 num_workers=0,
             )
             return self.accelerator.prepare(loader)
-
-        def log(self, logs, *args, **kwargs):
-            if "loss" in logs:
-                logs["tokens_seen"] = int(self.state.num_input_tokens_seen)
-            return super().log(logs, *args, **kwargs)
 
     return PlanTrainer
 
@@ -262,7 +257,7 @@ def loss_rows(log_history: list[dict], steps_per_epoch: int) -> list[dict]:
     for entry in log_history:
         if "loss" not in entry or "step" not in entry:
             continue
-        tokens = entry.get("tokens_seen")
+        tokens = entry.get("num_input_tokens_seen")
         rows.append(
             {
                 "step": entry["step"],
@@ -526,15 +521,10 @@ def train_conversations(
     }
 
     model_dir = out / "model"
-    final = trainer.model
-    if settings.lora:
-        final = final.merge_and_unload()
-    if settings.fsdp or world == 1 or trainer.is_world_process_zero():
-        if settings.lora or not settings.fsdp:
-            if trainer.is_world_process_zero():
-                _save_plain(final, model_dir)
-        else:
-            trainer.save_model(str(model_dir))
+    if settings.fsdp and not settings.lora:
+        trainer.save_model(str(model_dir))  # gathers the sharded weights; written by rank 0
+    elif trainer.is_world_process_zero():
+        _save_plain(trainer.model.merge_and_unload() if settings.lora else trainer.model, model_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(model_dir))
         write_loss_tsv(out / "loss.tsv", rows)
