@@ -111,7 +111,7 @@ rule report_provenance:
         datasets=get_report_datasets,
     shell:
         "instag -v report provenance --results results --config {params.config:q} --repo {params.repo:q}"
-        " {params.datasets} --out {output.json:q} > /dev/null 2> {log:q}"
+        " --datasets {params.datasets} --out {output.json:q} > /dev/null 2> {log:q}"
 
 
 rule report_explorer:

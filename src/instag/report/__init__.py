@@ -55,10 +55,10 @@ def _provenance(a):
     from .provenance import write
 
     datasets = {}
-    for item in a.dataset or []:
+    for item in a.datasets or []:
         name, sep, path = item.partition("=")
         if not sep:
-            raise InputError("--dataset", f"expected NAME=PATH, got {item!r}")
+            raise InputError("--datasets", f"expected NAME=PATH, got {item!r}")
         datasets[name] = path
     return write(a.results, _json_arg(a.config, "--config"), a.repo, datasets, a.out)
 
@@ -112,7 +112,7 @@ def add_cli(sub) -> None:
     v.add_argument("--results", default="results")
     v.add_argument("--config", default="{}", help="the run's config as JSON (or @file.json)")
     v.add_argument("--repo", default=".", help="the workflow's git work tree")
-    v.add_argument("--dataset", action="append", metavar="NAME=PATH", help="a source data file to hash (repeat)")
+    v.add_argument("--datasets", nargs="*", default=[], metavar="NAME=PATH", help="the source data files to hash")
     v.add_argument("--out", required=True)
     v.set_defaults(func=_provenance)
 
