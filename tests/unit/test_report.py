@@ -280,7 +280,7 @@ def test_provenance_is_byte_stable_and_complete(results, tmp_path):
     prov = json.loads(a.read_text())
     assert set(prov) == {"code", "config", "datasets", "models", "endpoints", "packages", "cache", "spend"}
     assert prov["datasets"]["toy"]["bytes"] == 7
-    assert len(prov["config"]["sha256"]) == 64
+    assert len(prov["config"]["sha256_without_report"]) == 64
     assert prov["packages"]["instag-workflow"]
     assert "tagging" in prov["cache"] and 0 <= prov["cache"]["tagging"]["hit_rate"] <= 1
     assert "tagging" in prov["endpoints"]

@@ -119,16 +119,18 @@ def _step_param(step: str, key: str, regex: str) -> Callable[[Results, dict], Me
     """A normalization parameter as used: from the step's statistics file, else from the table's text."""
 
     def fn(r: Results, cfg: dict) -> Measured | None:
+        steps = r.normalization_steps
+        text = (steps or {}).get(step, {}).get("parameters", "")
+        note = "scaled to the run's size (paper.md A3)" if "scaled" in text or "scale" in text else ""
         res = r.normalize_step(step)
         if res is not None:
             value = res.get(key, (res.get("params") or {}).get(key))
             if value is not None:
-                return Measured(float(value), f"normalize/{step}.json")
-        steps = r.normalization_steps
+                return Measured(float(value), f"normalize/{step}.json", note)
         if steps is None:
             return None
-        m = re.search(regex, (steps.get(step) or {}).get("parameters", ""))
-        return Measured(float(m.group(1)) if m else None, "normalization_steps.tsv")
+        m = re.search(regex, text)
+        return Measured(float(m.group(1)) if m else None, "normalization_steps.tsv", note)
 
     return fn
 
@@ -204,6 +206,8 @@ def _sweep(ablation: str, field: str, how: str) -> Callable[[Results, dict], Mea
         if rows is None:
             return None
         if how == "count":
+            if not rows:
+                return Measured(None, "samples.tsv", f"the {ablation} sweep has no variant")
             return Measured(float(len(rows)), "samples.tsv")
         values = [num(x.get(field)) for x in rows]
         values = [v for v in values if v is not None]
@@ -512,7 +516,10 @@ def verdict(claim: Claim, measured: Measured | None, scope_reasons: list[str]) -
         return "not comparable", "; ".join(scope_reasons)
     v, p = measured.value, claim.paper_value
     ok = v > p if claim.compare == "gt" else abs(v - p) <= tolerance_of(claim) + 1e-12
-    return ("matches" if ok else "differs"), measured.note
+    note = measured.note
+    if not ok and not note and not claim.scope:
+        note = "this run's setting differs (config)"
+    return ("matches" if ok else "differs"), note
 
 
 def config_digest(config: dict, exclude: tuple[str, ...] = ("report",)) -> str:

@@ -1,7 +1,8 @@
 """``results/provenance.json``: what produced this run's numbers, byte-stable for the same state (no times).
 
 - ``code``: git commit of the workflow and whether the working tree had uncommitted changes to tracked files;
-- ``config``: sha256 of the config without its ``report`` section (what produced the numbers) and of all of it;
+- ``config``: sha256 of the config without its ``report`` section (what produced the numbers; the report's
+  style is left out so that restyling a figure leaves provenance as it is);
 - ``datasets``: sha256 and size of every configured source file;
 - ``models``: the embedded GGUF's sha256, the phrase-embedding model's package, each fine-tuned model's
   fingerprint (``results/tables/finetune.tsv`` and ``results/finetune/**/run.json`` where present);
@@ -212,7 +213,7 @@ def build(results_dir: str | Path, config: dict, repo: str | Path, datasets: dic
     }
     return {
         "code": git_state(repo),
-        "config": {"sha256_without_report": config_digest(config), "sha256": config_digest(config, exclude=())},
+        "config": {"sha256_without_report": config_digest(config)},
         "datasets": ds,
         "models": models,
         "endpoints": _endpoints(results),
