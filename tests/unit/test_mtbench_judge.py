@@ -82,6 +82,7 @@ def _fastchat_messages(bench, qid, turn):
     return captured[0]
 
 
+@pytest.mark.slow  # imports FastChat (and with it transformers)
 def test_judging_sends_fastchats_prompts_and_records_failures(tmp_path, openai_server_factory):  # noqa: F811
     def reply(body):
         text = last_user_message(body)
@@ -105,7 +106,9 @@ def test_judging_sends_fastchats_prompts_and_records_failures(tmp_path, openai_s
         for turn in (1, 2):
             want = _fastchat_messages(bench, q["question_id"], turn)
             assert any(b["messages"] == want for b in bodies), (q["category"], turn)
-            assert all(b["temperature"] == 0 for b in bodies if b["messages"] == want)
+            temps = sorted(b["temperature"] for b in bodies if b["messages"] == want)
+            # asked greedily as FastChat does; only the unparseable one re-asked (at retry_temperature)
+            assert temps == ([0, 0.7, 0.7] if (q["question_id"], turn) == (81, 2) else [0])
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     head, recs = lines[0], lines[1:]
     assert head["judge"]["reported_model"] == "gpt-4-0613"  # what the endpoint says it is
@@ -113,7 +116,6 @@ def test_judging_sends_fastchats_prompts_and_records_failures(tmp_path, openai_s
     bad = [r for r in recs if r["status"] == "failed"]
     assert len(bad) == 1 and bad[0]["score"] is None and bad[0]["raw"] == "I would rate this answer highly."
     assert bad[0]["attempts"] == 3  # asked, then re-asked twice (sampled at retry_temperature)
-    assert server.counts["I would rate this answer highly."] == 0 or True
     assert next(r for r in recs if r["question_id"] == 81 and r["turn"] == 1)["score"] == 7.0
     main, _ = summarize([out], n_boot=50)
     row = main[0]
@@ -125,6 +127,7 @@ def _count_requests(server) -> int:
     return sum(server.stats(bodies=False)["counts"].values())
 
 
+@pytest.mark.slow  # three `instag` processes
 def test_killed_judging_rerun_asks_nothing_twice(tmp_path, openai_server_factory):  # noqa: F811
     server = openai_server_factory(delay=0.15, reply=lambda body: "Rating: [[6]]")
     answers = tmp_path / "answers.jsonl"

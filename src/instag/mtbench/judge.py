@@ -40,10 +40,11 @@ ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 #: FastChat's judge call: temperature 0, max_tokens 2048 (chat_completion_openai in run_judge_single)
 FASTCHAT_JUDGE_MAX_TOKENS = 2048
-#: The demo judge's output, constrained by a JSON schema with one string matching ``Rating: [[n]]`` (1..10)
+#: The demo judge's output, constrained by a JSON schema to one string ``Rating: [[n]]``, n in 1..10 (an enum:
+#: OpenVINO GenAI's bundled grammar compiler reads no regex pattern)
 DEMO_SCHEMA = {
     "type": "object",
-    "properties": {"rating": {"type": "string", "pattern": r"^Rating: \[\[(10|[1-9])\]\]$"}},
+    "properties": {"rating": {"type": "string", "enum": [f"Rating: [[{n}]]" for n in range(1, 11)]}},
     "required": ["rating"],
     "additionalProperties": False,
 }
