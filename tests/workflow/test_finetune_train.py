@@ -152,13 +152,19 @@ def test_single_process_run_writes_a_usable_model(single):
         text = tok.decode(model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :])
     assert text.strip()
 
-    # the F16 GGUF repack: same logits within 0.01 (F16 rounding), same greedy text
+    # the F16 GGUF repack: the same greedy text; logits equal to the HF model's with its matrices rounded to F16
+    # (what the repack stores; norms stay F32) up to 0.01, so the layout and the rotary permutation are right
     gguf_model = AutoModelForCausalLM.from_pretrained(single, gguf_file="model.gguf", dtype=torch.float32)
     with torch.no_grad():
         gg_logits = gguf_model(ids).logits[0, -1]
         gg_text = tok.decode(gguf_model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :])
-    assert float((gg_logits - hf_logits).abs().max()) < 0.01
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.copy_(p.to(torch.float16).to(torch.float32))
+        rounded = model(ids).logits[0, -1]
     assert gg_text == text
+    assert float((gg_logits - rounded).abs().max()) < 0.01
+    assert float((gg_logits - hf_logits).abs().max()) < 0.5  # F16 rounding of fine-tuned weights (~0.2 measured)
 
 
 def test_two_processes_match_one(data, single, tmp_path):
