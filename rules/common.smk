@@ -638,3 +638,22 @@ def report_final_output():
 def get_report_sources(wildcards=None):
     """The configured source data files (hashed into provenance.json)."""
     return [str(dataset_path(name)) for name in DATASETS]
+
+
+def report_files(files, caption, category):
+    """report() on the PNG files of a list of figures (the PDF beside each stays a plain output)."""
+    from snakemake.io import report as report_item  # `report(` opening a line is the report: keyword
+
+    return [
+        (
+            report_item(
+                f,
+                caption=f"../report/{caption}.rst",
+                category=category,
+                subcategory="figures",
+            )
+            if str(f).endswith(".png")
+            else f
+        )
+        for f in files
+    ]
