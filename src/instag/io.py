@@ -77,6 +77,12 @@ def _lines(fh, path) -> Iterator[tuple[int, bytes]]:
         raise InputError(path, f"compressed stream is damaged or cut off after line {lineno} ({exc})") from None
 
 
+try:
+    from orjson import loads as _orjson_loads
+except ImportError:  # optional: the json module decodes the same values, slower
+    _orjson_loads = None
+
+
 def iter_jsonl_batches(path: str | os.PathLike, batch_lines: int = 20_000) -> Iterator[list[tuple[int, Any]]]:
     """:func:`iter_jsonl` (strict) a batch at a time: lists of ``(line_number, object)``, same rules and errors.
 
@@ -105,12 +111,22 @@ def iter_jsonl_batches(path: str | os.PathLike, batch_lines: int = 20_000) -> It
 
 
 def _decode_batch(path, numbers: list[int], lines: list[bytes]) -> list[tuple[int, Any]]:
+    joined = b"[" + b",".join(lines) + b"]"
     try:
-        objs = json.loads(b"[" + b",".join(lines) + b"]")
+        # orjson (when installed) decodes about 3x faster; it rejects what it does not read exactly as the
+        # json module does (NaN, integers beyond 64 bits, lone surrogates), and such a batch falls back below
+        objs = _orjson_loads(joined) if _orjson_loads is not None else json.loads(joined)
         if len(objs) == len(lines):
             return list(zip(numbers, objs, strict=True))
     except (ValueError, RecursionError):
         pass
+    if _orjson_loads is not None:
+        try:
+            objs = json.loads(joined)
+            if len(objs) == len(lines):
+                return list(zip(numbers, objs, strict=True))
+        except (ValueError, RecursionError):
+            pass
     out = []
     for lineno, line in zip(numbers, lines, strict=True):
         try:
