@@ -421,3 +421,26 @@ def test_defaults_match_schema():
     got = defaults(schema["properties"]["instagger"]["properties"])
     assert got.pop("training") == training_defaults()
     assert got == DEFAULTS
+
+
+def test_backend_template_from_run_or_fastchat(tmp_path):
+    """A bare model folder (the released checkpoint) gets FastChat's vicuna_v1.1 as is; a training run its own."""
+    pytest.importorskip("fastchat")
+    from instag.llm import get_backend
+    from instag.train.template import template_params
+
+    bare = tmp_path / "released"
+    bare.mkdir()
+    (bare / "config.json").write_text("{}", encoding="utf-8")
+    b = get_backend({"backend": "instagger", "model": str(bare)})
+    assert b.template.template == "vicuna_v1.1" and b.template.sep2 == "</s>" and "</s>" in b.stops
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}", encoding="utf-8")
+    params = template_params("vicuna_v1.1", end_of_turn="<|im_end|>")
+    (run / "run.json").write_text(json.dumps({"template": "vicuna_v1.1", "rendering": params.to_dict()}), "utf-8")
+    r = get_backend({"backend": "instagger", "model": str(run)})
+    assert r.template == params and r.path == run / "model" and r.stops == ("<|im_end|>",)
+    assert r.revision != get_backend({"backend": "instagger", "model": str(run), "dtype": "float32"}).revision
+    with pytest.raises(ConfigError, match="not found"):
+        get_backend({"backend": "instagger", "model": str(tmp_path / "missing")})

@@ -61,6 +61,31 @@ def conversations(rows: list[dict]) -> list[dict]:
     ]
 
 
+def fit_queries(rows: list[dict], settings) -> int:
+    """Cut the queries of training samples that would pass ``settings.max_length`` tokens, so that every sample
+    keeps its whole answer (the trainer cuts a long sample at its end, i.e. in the answer). Returns how many were
+    cut; the tagger cuts long queries at inference the same way (``inference.max_query_tokens``)."""
+    from ..train.model import load_tokenizer, resolve
+    from ..train.template import render, template_params
+
+    tok = load_tokenizer(resolve(settings.base_model))
+    eot = settings.end_of_turn if settings.end_of_turn is not None else tok.eos_token
+    params = template_params(settings.template, end_of_turn=eot, system=settings.system)
+    cut = 0
+    for r, conv in zip(rows, conversations(rows), strict=True):
+        text, _ = render(conv, params)
+        over = len(tok(text, add_special_tokens=True)["input_ids"]) - settings.max_length
+        if over <= 0:
+            continue
+        enc = tok(r["query"], add_special_tokens=False, return_offsets_mapping=True)
+        keep = len(enc["input_ids"]) - over - 4  # a few tokens of slack: tokens can merge across the cut
+        if keep < 1:
+            continue  # nothing of the query would be left: the trainer drops and counts the sample
+        r["query"] = r["query"][: enc["offset_mapping"][keep - 1][1]]
+        cut += 1
+    return cut
+
+
 def train(
     train: str, out_dir: str, settings: dict | None = None, threads: int = 1, seed: int = 0, timing: str | None = None
 ) -> dict:
@@ -81,20 +106,28 @@ def train(
     if not rows:
         raise InputError(train, "the training split is empty: nothing to train on")
     t0 = time.perf_counter()
+    ts = TrainSettings.from_dict({**TRAINING_OVERRIDES, **(settings or {})})
+    cut = fit_queries(rows, ts)
+    if cut:
+        log.info("%d of %d training queries cut to fit max_length %d", cut, len(rows), ts.max_length)
     summary = train_conversations(
         conversations(rows),
-        TrainSettings.from_dict({**TRAINING_OVERRIDES, **(settings or {})}),
+        ts,
         out_dir,
         threads=threads,
         seed=seed,
         timing_path=timing,
-        record={"stage": "instagger", "train_file": Path(train).name, "train_queries": len(rows)},
+        record={
+            "stage": "instagger",
+            "train_file": Path(train).name,
+            "train_queries": len(rows),
+            "queries_cut_to_fit": cut,
+        },
     )
     minutes = (time.perf_counter() - t0) / 60
     log.info("trained the InsTagger on %d queries in %.2f min (model loading included)", len(rows), minutes)
-    return {k: summary.get(k) for k in ("steps", "first_loss", "final_loss", "seconds", "tokens_per_s")} | {
-        "minutes": round(minutes, 2)
-    }
+    keys = ("steps", "first_loss", "final_loss", "seconds", "tokens_per_s", "queries_cut_to_fit")
+    return {k: summary.get(k) for k in keys} | {"minutes": round(minutes, 2)}
 
 
 # ------------------------------------------------------------------------------------------ predict
