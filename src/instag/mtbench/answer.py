@@ -209,6 +209,8 @@ def answer_model(
         info_b = job.backend_info
     finally:
         job.close()
+    calls = job.stats()
+    log.info("model calls: %d (cache hits: %d)", calls.get("calls", 0), calls.get("hits", 0))
 
     records = []
     for q in bench.questions:
@@ -252,6 +254,7 @@ def answer_model(
         "turns_cut_at_max_tokens": cut,
         "backend": info_b,
         "template_check": check,
+        "calls": calls,
     }
     log.info("answered %s: %s", model, summary)
     return summary

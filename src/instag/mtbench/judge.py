@@ -298,6 +298,7 @@ def judge_model(
         "calls": job.stats(),
     }
     log.info("judged %s: %d judgments, %d failed", header["model"], len(records), failed)
+    log.info("model calls: %d (cache hits: %d)", summary["calls"].get("calls", 0), summary["calls"].get("hits", 0))
     return summary
 
 
