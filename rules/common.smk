@@ -615,7 +615,8 @@ def get_report_config(wildcards=None):
 
 
 def get_report_config_label(wildcards=None):
-    files = [str(f) for f in workflow.config_settings.configfiles] or ["config.yaml"]
+    # file names only: the same config run in another folder gives the same tables
+    files = [Path(f).name for f in workflow.config_settings.configfiles] or ["config.yaml"]
     return f"{', '.join(files)} (sha256:{config_digest(config)[:12]})"
 
 

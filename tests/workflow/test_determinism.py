@@ -33,6 +33,7 @@ EXCLUDED = {
     "results/benchmarks/**": "Snakemake benchmark TSVs are wall-clock times and memory peaks of each job",
     "results/tagging/*/shard-*.summary.json": "calls vs cache hits: run 2 is served from run 1's tagging cache",
     "results/tables/tagging.tsv": "the shard summaries gathered: calls vs cache hits",
+    "results/provenance.json": "records the cache hit rates (run 2 is served from run 1's cache) and the git state",
 }
 
 

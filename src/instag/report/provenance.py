@@ -120,7 +120,8 @@ def _finetuned(results: Results) -> list[dict]:
             run = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        keep = {k: run[k] for k in ("base_model", "fingerprint", "model_sha256", "template", "seed") if k in run}
+        keys = ("base_model", "base_model_sha256", "fingerprint", "model_sha256", "gguf_sha256", "template", "seed")
+        keep = {k: run[k] for k in keys if k in run}
         out.append({"run": str(path.relative_to(results.root)), **keep})
     return out
 
