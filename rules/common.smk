@@ -406,6 +406,11 @@ except ConfigError as exc:
 FINETUNE_RUN_DIR = "results/finetune/{ablation}/{variant}/seed{seed}"
 
 
+def finetune_runs():
+    """Every planned run as {"ablation", "variant", "seed"} (read by the mtbench section)."""
+    return [{"ablation": a, "variant": v, "seed": s} for a, v, s in FINETUNE_RUNS]
+
+
 def finetune_ablation_regex():
     return "|".join(map(re.escape, SAMPLING_VARIANTS))
 

@@ -201,6 +201,7 @@ TABLE_COLUMNS = [
     "ablation",
     "variant",
     "seed",
+    "base_model",
     "records",
     "samples",
     "lost",
@@ -208,11 +209,14 @@ TABLE_COLUMNS = [
     "tokens",
     "trainable_tokens",
     "padding_share",
-    "steps",
+    "global_batch",
+    "learning_rate",
     "epochs",
+    "steps",
     "first_loss",
     "final_loss",
     "loss_drop",
+    "model_sha256",
 ]
 SPEED_COLUMNS = ["ablation", "variant", "seed", "steps", "tokens", "seconds", "tokens_per_s"]
 
@@ -246,11 +250,15 @@ def summarize(
                 "tokens": run["batch"]["tokens"],
                 "trainable_tokens": a["trainable_tokens"],
                 "padding_share": run["batch"]["padding_share"],
+                "global_batch": run["batch"]["global_batch"],
+                "learning_rate": run["settings"]["learning_rate"],
                 "steps": run["steps"],
                 "epochs": run["settings"]["epochs"],
                 "first_loss": first,
                 "final_loss": final,
                 "loss_drop": None if first is None else round(first - final, 6),
+                "base_model": run.get("base_model"),
+                "model_sha256": run.get("model_sha256"),
             }
         )
         for r in losses:

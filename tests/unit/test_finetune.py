@@ -42,10 +42,10 @@ def test_summary_table_speed_table_and_figure(tmp_path):
         run = {
             "seed": 42,
             "steps": 3,
-            "settings": {"epochs": 1},
+            "settings": {"epochs": 1, "learning_rate": 1e-4},
             "sample": {"ablation": "random", "variant": variant, "records": 10},
             "mask_audit": {"kept": 9, "lost": 1, "truncated_kept": 2, "trainable_tokens": 120},
-            "batch": {"tokens": 300, "padding_share": 0.05},
+            "batch": {"tokens": 300, "padding_share": 0.05, "global_batch": 4},
         }
         (d / "run.json").write_text(json.dumps(run))
         runs.append(d / "run.json")

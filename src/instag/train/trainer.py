@@ -527,6 +527,7 @@ def train_conversations(
         _save_plain(trainer.model.merge_and_unload() if settings.lora else trainer.model, model_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(model_dir))
+        result["model_sha256"] = weights_sha256(model_dir)
         write_loss_tsv(out / "loss.tsv", rows)
         write_json(
             out / "trainer_state.json",
@@ -563,6 +564,17 @@ def train_conversations(
         "tokens_seen": tokens,
         "tokens_per_s": round(plan.tokens / seconds, 1) if seconds else None,
     }
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 over the model's safetensors files, in name order (the fingerprint in run.json)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(model_dir.glob("*.safetensors")):
+        h.update(f.name.encode())
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
 
 
 def _save_plain(model, model_dir: Path) -> None:
