@@ -530,12 +530,20 @@ def mtbench_files(kind):
 
 def get_mtbench_sample_stats():
     """Sampling stats of the fine-tuned models' samples (coverage and tags per query in the table)."""
-    pairs = {(m.ablation, m.variant) for m in mtbench_models().values() if m.kind == "finetuned"}
+    pairs = {
+        (m.ablation, m.variant)
+        for m in mtbench_models().values()
+        if m.kind == "finetuned"
+    }
     return [f"results/sampling/{a}/{v}.stats.json" for a, v in sorted(pairs)]
 
 
 def mtbench_figure_files():
-    return [f"results/figures/mt_bench_{f}.{ext}" for f in MTBENCH_FIGURES for ext in ("png", "pdf")]
+    return [
+        f"results/figures/mt_bench_{f}.{ext}"
+        for f in MTBENCH_FIGURES
+        for ext in ("png", "pdf")
+    ]
 
 
 def mtbench_final_output():

@@ -109,7 +109,7 @@ rule mtbench_plot:
     resources:
         **resources_for("mtbench_plot"),
     params:
-        out_dir="results/figures",
+        out_dir=get_figure_dir,
     shell:
         "instag -v mtbench plot --table {input.table:q} --category-table {input.categories:q}"
         " --out-dir {params.out_dir:q} > /dev/null 2> {log:q}"
