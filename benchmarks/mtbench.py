@@ -165,8 +165,17 @@ def bench_answer(a) -> dict:
     }
 
 
+def rating_reply(body: dict) -> str:
+    """The loopback judge's answer: a short judgment with a FastChat rating."""
+    return "The answer is relevant and correct.\n\nRating: [[6]]"
+
+
 def bench_judge(a) -> dict:
     sys.path.insert(0, str(REPO))
+    import importlib
+
+    # the server process imports its reply function by module name: this file's, as the module `mtbench`
+    reply = importlib.import_module(Path(__file__).stem).rating_reply
     from instag.mtbench.data import load
     from instag.mtbench.judge import judge_model
     from tests.support.openai_server import OpenAIServer
@@ -174,7 +183,7 @@ def bench_judge(a) -> dict:
     bench = load()
     repeats = max(1, -(-a.judge_requests // (2 * len(bench.questions))))
     print(f"load before judging: {_load()}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp, OpenAIServer(delay=a.delay, mode="process", reply=None) as server:
+    with tempfile.TemporaryDirectory() as tmp, OpenAIServer(delay=a.delay, mode="process", reply=reply) as server:
         answers = Path(tmp) / "answers.jsonl"
         recs = [{"kind": "header", "model": "bench"}]
         recs += [
@@ -205,7 +214,7 @@ def bench_judge(a) -> dict:
     print(
         f"judging: {n} judgments in {seconds:.2f} s = {rate:.1f}/s; ideal {ideal:.0f}/s "
         f"(concurrency {a.concurrency} / {a.delay} s): {100 * rate / ideal:.1f}% (target >= 90%); "
-        f"failed {s['failed']} (the server's default reply has no [[n]]: parsing is still exercised)"
+        f"failed {s['failed']}"
     )
     print(f"load after judging: {_load()}", flush=True)
     return {"judgments": n, "seconds": seconds, "rate": rate, "ideal": ideal, "share": rate / ideal}
