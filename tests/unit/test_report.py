@@ -59,6 +59,7 @@ def test_claims_paper_values_equal_the_shared_list():
         pytest.skip(f"{shared} is missing (clone with ../shared beside the repo)")
     with open(shared, encoding="utf-8") as fh:
         ref = {r["id"]: r["value"] for r in csv.DictReader(fh, delimiter="\t")}
+    assert {c.paper_ref for c in claims_mod.load_claims()} == set(ref), "every shared claim has one row"
     for c in claims_mod.load_claims():
         text = ref[c.paper_ref].lstrip(">~").replace(",", "")
         if text.endswith("K"):
