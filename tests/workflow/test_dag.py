@@ -72,3 +72,18 @@ def test_missing_api_key_is_named_before_any_job(workdir):
     cfg = write_config(workdir, quality={"enabled": False, "judge": judge})
     proc = snakemake(workdir, cfg, "stage_data")
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_failed_dataset_keeps_its_rejected_rows_where_the_error_says(workdir):
+    bad = workdir / "only-bad-rows.json"
+    bad.write_text('[{"no_instruction": 1}, {"instruction": ""}, {"output": "no query"}]\n')
+    cfg = write_config(workdir, datasets={"broken": {"path": str(bad), "format": "alpaca"}})
+    proc = snakemake(workdir, cfg, "stage_data")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    log = (workdir / "results/logs/data/ingest/broken.log").read_text()
+    kept = workdir / "results/logs/data/ingest/broken.rejected.jsonl"
+    assert "3 of 3 rows rejected" in log and f"see {kept.relative_to(workdir)}" in log, log[-2000:]
+    assert len(kept.read_text().splitlines()) == 3
+    assert not (workdir / "results/data/broken.rejected.jsonl").exists()  # the failed job's output is gone
+    assert "broken.rejected.jsonl" in out
