@@ -275,20 +275,43 @@ def collect(
 
 
 def load_pool(path: str | Path) -> TagPool:
-    """Read a collected pool file (``raw.jsonl``) into a :class:`TagPool`."""
-    queries: list[list[str] | None] = []
+    """Read a collected pool file (``raw.jsonl``) into a :class:`TagPool` (same pool as ``from_queries``).
+
+    Streams: each batch of lines is turned into tag ids against one growing vocabulary (first-seen order)
+    before the next is decoded, so a million-query pool never holds its tag strings as per-query lists.
+    """
+    vocab: dict[str, int] = {}
+    setdefault = vocab.setdefault
+    chunks: list[np.ndarray] = []
+    lengths: list[int] = []
+    ok: list[bool] = []
     ptr = [0]
     ids: list[str] = []
     datasets: list[str] = []
     for batch in iter_jsonl_batches(path):
+        flat: list[str] = []
         for line, rec in batch:
             if not isinstance(rec, dict) or not isinstance(rec.get("queries"), list):
                 raise InputError(path, "a pool line needs a 'queries' list", line)
-            queries.extend(rec["queries"])
-            ptr.append(len(queries))
+            for q in rec["queries"]:
+                if q is None:
+                    ok.append(False)
+                    lengths.append(0)
+                else:
+                    ok.append(True)
+                    lengths.append(len(q))
+                    flat.extend(q)
+            ptr.append(len(ok))
             ids.append(rec["id"])
             datasets.append(rec.get("dataset", ""))
-    return TagPool.from_queries(queries, ptr, ids, datasets)
+        chunks.append(np.fromiter((setdefault(t, len(vocab)) for t in flat), dtype=np.int64, count=len(flat)))
+    n = len(ok)
+    cols = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.asarray(lengths, dtype=np.int64))
+    indptr, indices = _csr_from_pairs(rows, cols, n, max(len(vocab), 1))
+    return TagPool(
+        list(vocab), indptr, indices, np.asarray(ok, dtype=bool), np.asarray(ptr, dtype=np.int64), ids, datasets
+    )
 
 
 def pool_from_lists(queries: Sequence[Sequence[str]], dataset: str = "synthetic") -> TagPool:
