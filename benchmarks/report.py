@@ -21,13 +21,16 @@ from instag.report import browser, explorer
 def make(folder: Path, n_tags: int, n_queries: int, n_raw: int, seed: int = 0) -> tuple[Path, Path, list[Path]]:
     rng = random.Random(seed)
     tags = [f"tag {i} {rng.choice(['writing', 'math', 'code', 'travel', 'health', 'history'])}" for i in range(n_tags)]
-    weights = [1.0 / (i + 1) for i in range(n_tags)]  # Zipf
+    cum, total = [], 0.0
+    for i in range(n_tags):  # Zipf, as cumulative weights (choices() would re-sum 10K weights per call)
+        total += 1.0 / (i + 1)
+        cum.append(total)
     datasets = [f"ds{k}" for k in range(12)]
     normalized, records = folder / "normalized.jsonl", folder / "records.jsonl"
     with open(normalized, "w") as fn, open(records, "w") as fr:
         for i in range(n_queries):
             d = datasets[i % len(datasets)]
-            t = sorted(set(rng.choices(tags, weights, k=1 + i % 7)))
+            t = sorted(set(rng.choices(tags, cum_weights=cum, k=1 + i % 7)))
             rid = f"{d}-{i:016x}"
             fn.write(json.dumps({"id": rid, "dataset": d, "tags": t, "queries": [t], "status": "ok"}) + "\n")
             text = f"Query {i} about {t[0]} " + "lorem ipsum " * (5 + i % 30)
@@ -93,6 +96,7 @@ def main() -> None:
             )
             for q, (ms, rows) in timings.items():
                 print(f"search {q!r}: filter and redraw {ms:.1f} ms, {rows} rows shown")
+            drv.execute_script("document.getElementById('search').value = ''; window.explorerFilter();")
             t = time.perf_counter()
             drv.find_elements("css selector", "#list li")[0].click()
             drv.find_element("id", "tag-name")
