@@ -337,3 +337,56 @@ def test_plan_models_and_defaults_match_the_schema():
     assert with_defaults({"judge": {"repeats": 1}})["judge"]["max_tokens"] == 2048
     with pytest.raises(ConfigError, match="mtbench.models"):
         plan_models({"models": {"a b": {"backend": "openai"}}}, [])
+
+
+def test_tables_and_figures_from_judgments(tmp_path):
+    """Sweeps with random baselines and the radar, from hand-made judgments and sampling stats; byte-stable."""
+    pytest.importorskip("matplotlib")
+    from instag.mtbench.plot import plot_all
+
+    models = {
+        "complexity/tags1/seed42": (1.0, 0.5, 60, 4.0),
+        "complexity/tags1.6/seed42": (1.6, 0.5, 60, 5.0),
+        "diversity/cov0.3/seed42": (1.0, 0.3, 60, 4.5),
+        "diversity/cov0.5/seed42": (1.0, 0.5, 60, 5.5),
+        "size/n30/seed42": (0.9, 0.4, 30, 4.2),
+        "size/n60/seed42": (1.0, 0.5, 60, 5.2),
+        "random/n30/seed42": (0.8, 0.35, 30, 3.8),
+        "random/n60/seed42": (0.8, 0.45, 60, 4.1),
+        "base": None,
+    }
+    files, stats = [], []
+    for key, spec in models.items():
+        ablation, variant = (key.split("/")[:2]) if spec else ("", "")
+        head = {
+            "kind": "header",
+            "model": key,
+            "model_info": {"ablation": ablation or None, "variant": variant or None, "seed": 42 if spec else None},
+            "judge": {"model": "j", "label": mjudge.DEMO_LABEL},
+        }
+        base_score = spec[3] if spec else 3.0
+        recs = [head]
+        for i, cat in enumerate(mdata.CATEGORIES):
+            for turn in (1, 2):
+                for r in range(2):
+                    recs.append(_judgment(key, 100 + i, turn, r, base_score + (i % 3) - r * 0.5, cat))
+        p = tmp_path / "j" / f"{len(files)}.jsonl"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text("".join(json.dumps(x) + "\n" for x in recs))
+        files.append(p)
+        if spec:
+            s = tmp_path / "sampling" / ablation / f"{variant}.stats.json"
+            s.parent.mkdir(parents=True, exist_ok=True)
+            s.write_text(json.dumps({"avg_tags_per_query": spec[0], "coverage": spec[1], "size": spec[2]}))
+            stats.append(s)
+    table, cats = tmp_path / "mt_bench.tsv", tmp_path / "cats.tsv"
+    mscore.write_tables(files, table, cats, stats_files=stats, n_boot=100, seed=0)
+    rows = {r.split("\t")[0]: r.split("\t") for r in table.read_text().splitlines()}
+    head = rows["model"]
+    row = dict(zip(head, rows["complexity/tags1.6/seed42"], strict=True))
+    assert row["tags_per_query"] == "1.6" and row["coverage"] == "0.5" and row["size"] == "60"
+    out = plot_all(table, cats, tmp_path / "fig")
+    assert len(out["figures"]) == 8
+    first = {f: open(f, "rb").read() for f in out["figures"]}
+    plot_all(table, cats, tmp_path / "fig")
+    assert {f: open(f, "rb").read() for f in out["figures"]} == first
