@@ -75,9 +75,23 @@ def openai_specs(node, key=""):
             yield from openai_specs(v, f"{key}.{k}" if key else k)
 
 
+def stages_to_run():
+    """The stage words of the rules this run will execute (a rule's name starts with its stage's word)."""
+    try:
+        return {job.rule.name.split("_")[0] for job in workflow.dag.needrun_jobs()}
+    except AttributeError:
+        return None  # a Snakemake without this API: check every configured backend
+
+
 def check_api_keys():
-    """Name a missing API key before any job runs (from `onstart`, so a dry run, which calls nothing, passes)."""
+    """Name a missing API key before any job runs (from `onstart`, so a dry run, which calls nothing, passes).
+
+    Only the stages this run executes are checked: their config section is named by the stage word.
+    """
+    running = stages_to_run()
     for key, spec in openai_specs(config):
+        if running is not None and key.split(".")[0] not in running:
+            continue
         env = spec.get("api_key_env", "OPENAI_API_KEY")
         if not os.environ.get(env) and not is_loopback(spec.get("base_url")):
             raise WorkflowError(
