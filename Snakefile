@@ -30,8 +30,6 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
-
-
 include: "rules/data.smk"
 include: "rules/tagging.smk"
 include: "rules/normalize.smk"
