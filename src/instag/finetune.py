@@ -221,6 +221,15 @@ TABLE_COLUMNS = [
 SPEED_COLUMNS = ["ablation", "variant", "seed", "steps", "tokens", "seconds", "tokens_per_s"]
 
 
+def loss_drop(losses: Sequence[float]) -> float | None:
+    """Mean loss of the first third of the steps minus that of the last third (each step sees other samples,
+    so single steps are noisy); positive when the loss fell. None with fewer than 2 steps."""
+    if len(losses) < 2:
+        return None
+    k = max(1, len(losses) // 3)
+    return round(sum(losses[:k]) / k - sum(losses[-k:]) / k, 6)
+
+
 def summarize(
     runs: Sequence[str | Path],
     table: str | Path,
@@ -256,7 +265,7 @@ def summarize(
                 "epochs": run["settings"]["epochs"],
                 "first_loss": first,
                 "final_loss": final,
-                "loss_drop": None if first is None else round(first - final, 6),
+                "loss_drop": loss_drop([float(r["loss"]) for r in losses]),
                 "base_model": run.get("base_model"),
                 "model_sha256": run.get("model_sha256"),
             }

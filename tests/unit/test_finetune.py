@@ -7,7 +7,7 @@ import json
 import pytest
 
 from instag.errors import InputError
-from instag.finetune import SPEED_COLUMNS, TABLE_COLUMNS, load_conversations, summarize
+from instag.finetune import SPEED_COLUMNS, TABLE_COLUMNS, load_conversations, loss_drop, summarize
 from instag.io import read_tsv
 
 
@@ -64,3 +64,4 @@ def test_summary_table_speed_table_and_figure(tmp_path):
         and float(speed[0]["tokens_per_s"]) == 60.0
     )
     assert (out / "f.png").stat().st_size > 1000 and (out / "f.pdf").read_bytes().startswith(b"%PDF")
+    assert loss_drop([3, 3, 2, 2, 1, 1]) == 2.0 and loss_drop([1.0]) is None
