@@ -177,6 +177,7 @@ def test_two_processes_match_one(data, single, tmp_path):
     a, b = losses(single), losses(out)
     assert [s for s, _ in a] == [s for s, _ in b]
     diffs = [abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)]
+    print(f"losses, 1 process: {a}; 2 processes: {b}; max |difference| {max(diffs):.2e}")
     assert max(diffs) < LOSS_TOLERANCE, (a, b)
 
 
