@@ -7,11 +7,21 @@ rule analysis_tables:
     input:
         normalized="results/normalize/normalized.jsonl",
     output:
-        datasets="results/tables/analysis_datasets.tsv",
+        datasets=report(
+            "results/tables/analysis_datasets.tsv",
+            caption="../report/analysis.rst",
+            category="analysis",
+            subcategory="tables",
+        ),
         frequency="results/tables/tag_frequency.tsv",
         top="results/tables/top_tags.tsv",
         coverage="results/tables/dataset_coverage.tsv",
-        correlation="results/tables/analysis_correlation.tsv",
+        correlation=report(
+            "results/tables/analysis_correlation.tsv",
+            caption="../report/analysis.rst",
+            category="analysis",
+            subcategory="tables",
+        ),
     log:
         "results/logs/analysis/tables.log",
     conda:
@@ -40,7 +50,7 @@ rule analysis_figures:
         top=rules.analysis_tables.output.top,
         coverage=rules.analysis_tables.output.coverage,
     output:
-        figures=analysis_figure_files(),
+        figures=report_files(analysis_figure_files(), "analysis", "analysis"),
     log:
         "results/logs/analysis/figures.log",
     conda:

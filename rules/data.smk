@@ -37,7 +37,11 @@ rule data_summarize:
     input:
         stats=expand("results/data/{dataset}.stats.json", dataset=DATASETS),
     output:
-        table="results/tables/datasets.tsv",
+        table=report(
+            "results/tables/datasets.tsv",
+            caption="../report/datasets.rst",
+            category="data",
+        ),
     log:
         "results/logs/data/summarize.log",
     conda:

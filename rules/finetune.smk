@@ -42,9 +42,19 @@ rule finetune_summarize:
         runs=finetune_files("run.json"),
         timings=finetune_timing_files(),
     output:
-        table="results/tables/finetune.tsv",
+        table=report(
+            "results/tables/finetune.tsv",
+            caption="../report/finetune.rst",
+            category="finetune",
+            subcategory="tables",
+        ),
         speed="results/benchmarks/finetune/speed.tsv",
-        png="results/figures/finetune_loss.png",
+        png=report(
+            "results/figures/finetune_loss.png",
+            caption="../report/finetune.rst",
+            category="finetune",
+            subcategory="figures",
+        ),
         pdf="results/figures/finetune_loss.pdf",
     log:
         "results/logs/finetune/summarize.log",

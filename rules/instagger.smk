@@ -92,7 +92,11 @@ rule instagger_score:
     output:
         scores="results/instagger/scores.json",
         per_query="results/instagger/per_query.jsonl",
-        table="results/tables/instagger.tsv",
+        table=report(
+            "results/tables/instagger.tsv",
+            caption="../report/instagger.rst",
+            category="instagger",
+        ),
     log:
         "results/logs/instagger/score.log",
     conda:

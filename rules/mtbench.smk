@@ -78,8 +78,18 @@ rule mtbench_score:
         judgments=mtbench_files("judgments"),
         stats=get_mtbench_sample_stats(),
     output:
-        table="results/tables/mt_bench.tsv",
-        categories="results/tables/mt_bench_categories.tsv",
+        table=report(
+            "results/tables/mt_bench.tsv",
+            caption="../report/mtbench.rst",
+            category="mtbench",
+            subcategory="tables",
+        ),
+        categories=report(
+            "results/tables/mt_bench_categories.tsv",
+            caption="../report/mtbench.rst",
+            category="mtbench",
+            subcategory="tables",
+        ),
     log:
         "results/logs/mtbench/score.log",
     conda:
@@ -100,7 +110,7 @@ rule mtbench_plot:
         table=rules.mtbench_score.output.table,
         categories=rules.mtbench_score.output.categories,
     output:
-        figures=mtbench_figure_files(),
+        figures=report_files(mtbench_figure_files(), "mtbench", "mtbench"),
     log:
         "results/logs/mtbench/plot.log",
     conda:

@@ -118,8 +118,16 @@ rule normalize_finalize:
         steps=[normalize_step_file(s) for s in NORMALIZE_STEPS],
     output:
         normalized="results/normalize/normalized.jsonl",
-        mapping="results/tables/tag_mapping.tsv",
-        table="results/tables/normalization_steps.tsv",
+        mapping=report(
+            "results/tables/tag_mapping.tsv",
+            caption="../report/tag_mapping.rst",
+            category="normalize",
+        ),
+        table=report(
+            "results/tables/normalization_steps.tsv",
+            caption="../report/normalization_steps.rst",
+            category="normalize",
+        ),
         summary="results/normalize/summary.json",
     log:
         "results/logs/normalize/finalize.log",

@@ -9,7 +9,11 @@ rule quality_judge:
         records=get_records_files,
     output:
         judgments="results/quality/judgments.jsonl",
-        table="results/tables/tag_quality.tsv",
+        table=report(
+            "results/tables/tag_quality.tsv",
+            caption="../report/tag_quality.rst",
+            category="quality",
+        ),
         cost="results/tables/quality_cost_estimate.tsv",
     log:
         "results/logs/quality/judge.log",

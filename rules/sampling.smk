@@ -12,7 +12,12 @@ rule sampling_pool:
     output:
         pool="results/sampling/pool.jsonl",
         stats="results/sampling/pool.stats.json",
-        table="results/tables/pool.tsv",
+        table=report(
+            "results/tables/pool.tsv",
+            caption="../report/sampling.rst",
+            category="sampling",
+            subcategory="tables",
+        ),
     log:
         "results/logs/sampling/pool.log",
     conda:
@@ -128,7 +133,12 @@ rule sampling_summarize:
     input:
         stats=get_sampling_stats(),
     output:
-        table="results/tables/samples.tsv",
+        table=report(
+            "results/tables/samples.tsv",
+            caption="../report/sampling.rst",
+            category="sampling",
+            subcategory="tables",
+        ),
     log:
         "results/logs/sampling/summarize.log",
     conda:
@@ -144,7 +154,12 @@ rule sampling_plot:
     input:
         table=rules.sampling_summarize.output.table,
     output:
-        png="results/figures/sampling_coverage_complexity.png",
+        png=report(
+            "results/figures/sampling_coverage_complexity.png",
+            caption="../report/sampling.rst",
+            category="sampling",
+            subcategory="figures",
+        ),
         pdf="results/figures/sampling_coverage_complexity.pdf",
     log:
         "results/logs/sampling/plot.log",

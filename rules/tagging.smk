@@ -9,7 +9,11 @@ rule tagging_estimate_cost:
     input:
         records=get_records_files,
     output:
-        table="results/tables/cost_estimate.tsv",
+        table=report(
+            "results/tables/cost_estimate.tsv",
+            caption="../report/cost_estimate.rst",
+            category="tagging",
+        ),
     log:
         "results/logs/tagging/estimate_cost.log",
     conda:
@@ -56,7 +60,11 @@ rule tagging_summarize:
         records=get_records_files,
         summaries=get_tagging_summaries,
     output:
-        table="results/tables/tagging.tsv",
+        table=report(
+            "results/tables/tagging.tsv",
+            caption="../report/tagging.rst",
+            category="tagging",
+        ),
     log:
         "results/logs/tagging/summarize.log",
     conda:
