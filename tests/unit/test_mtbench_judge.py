@@ -239,3 +239,23 @@ def test_answers_two_turns_fastchat_temperatures_raw_template(tmp_path):
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines[0]["template_mode"] == "raw" and lines[0]["template"]["name"] == "vicuna_v1.1"
     assert all(r["choices"][0]["turns"] == ["Sure.", "Sure."] for r in lines[1:])
+
+
+def test_pretrained_base_answers_in_the_configured_fastchat_template(tmp_path):
+    from instag.llm.scripted import ScriptedBackend
+    from instag.mtbench.answer import answer_model
+
+    backend = ScriptedBackend(fn=lambda req: "Fine.")
+    answer_model(
+        tmp_path / "a.jsonl",
+        model="base",
+        backend={"backend": "scripted"},
+        template_name="vicuna_v1.1",
+        per_category=1,
+        categories=["math"],
+        cache_dir=str(tmp_path / "c"),
+        backend_obj=backend,
+    )
+    assert len(backend.calls) == 2
+    assert backend.calls[0].prompt.startswith(VICUNA_V11["system"] + " USER: ")
+    assert backend.calls[1].prompt.count("ASSISTANT: Fine.</s>USER: ") == 1

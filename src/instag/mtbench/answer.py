@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, InputError
 from .data import load, temperature_of
-from .template import ChatTemplate, check_against_fastchat, from_record
+from .template import ChatTemplate, check_against_fastchat, fastchat_reference, from_record
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def answer_model(
     backend: dict,
     run_dir: str | Path | None = None,
     info: dict | None = None,
+    template_name: str | None = None,
     data_dir: str | None = None,
     reference_set: str = "gpt-4",
     per_category: int | None = None,
@@ -140,6 +141,11 @@ def answer_model(
     )
     run = read_run(run_dir) if run_dir else None
     template = from_record(run, str(Path(run_dir) / "run.json")) if run else None
+    if template is None and template_name:  # a model with no chat template of its own (a pretrained base)
+        ref = fastchat_reference(template_name)
+        if ref is None:
+            raise ConfigError("mtbench.base_template", f"FastChat has no conversation template {template_name!r}")
+        template = from_record({**ref, "template": ref["name"], "stop": [ref["sep2"]] if ref["sep2"] else []})
     fastchat_check = check_against_fastchat(template) if template else None
     if fastchat_check and fastchat_check["differences"]:
         log.info(

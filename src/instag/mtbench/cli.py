@@ -42,8 +42,10 @@ def cmd_answer(a) -> dict:
     from .plan import plan_models
 
     s = _settings(a.settings)
+    template_name = None
     if a.model == "base":
         spec, info = s["base"], {"source": "base"}
+        template_name = s["base_template"]
     elif a.model.startswith("api/"):
         spec, info = s["models"][a.model.split("/", 1)[1]], {"source": "api"}
     else:
@@ -58,6 +60,7 @@ def cmd_answer(a) -> dict:
         backend=spec,
         run_dir=a.run_dir,
         info=info,
+        template_name=template_name,
         max_new_tokens=s["answer"]["max_new_tokens"],
         template_mode=s["answer"]["template_mode"],
         seed=s["answer"]["seed"],

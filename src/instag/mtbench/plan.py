@@ -31,6 +31,7 @@ DEFAULTS: dict = {
         "seed": 0,
     },
     "base": {"backend": "embedded", "engine": "openvino", "precision": "f32"},
+    "base_template": None,
     "models": {},
     "judge": {
         "backend": {"backend": "openai", "model": "gpt-4"},
