@@ -144,7 +144,15 @@ def test_claims_read_the_instagger_table(results):
             {**base, "gold": "raw", "measure": "exact", "match": "lowercased", "average": "micro", "f1": 12.5},
             {**base, "gold": "raw", "measure": "fuzzy", "match": "m cosine > 0.8", "average": "micro", "f1": 40.0},
             {**base, "gold": "raw", "measure": "fuzzy", "match": "m cosine > 0.8", "average": "macro", "f1": 39.0},
-            {**base, "system": "teacher", "gold": "raw", "measure": "exact", "match": "x", "average": "micro", "f1": 90},
+            {
+                **base,
+                "system": "teacher",
+                "gold": "raw",
+                "measure": "exact",
+                "match": "x",
+                "average": "micro",
+                "f1": 90,
+            },
         ],
     )
     rows = by_id(claims_mod.build(results, DEMO_CONFIG))
