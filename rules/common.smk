@@ -485,7 +485,6 @@ def finetune_final_output():
     return out
 
 
-
 # --- mtbench ---
 # Which models answer MT-Bench (every fine-tuning run, the base model, configured backends) is planned in the
 # package (instag.mtbench.plan); the fine-tuning runs are FINETUNE_RUNS (finetune section).
@@ -643,7 +642,8 @@ def get_report_config(wildcards=None):
 
 def get_report_config_label(wildcards=None):
     # file names only: the same config run in another folder gives the same tables
-    files = [Path(f).name for f in workflow.config_settings.configfiles] or ["config.yaml"]
+    files = [Path(f).name for f in workflow.config_settings.configfiles]
+    files = files or ["config.yaml"]
     return f"{', '.join(files)} (sha256:{config_digest(config)[:12]})"
 
 
@@ -670,7 +670,8 @@ def get_report_sources(wildcards=None):
 
 def report_files(files, caption, category):
     """report() on the PNG files of a list of figures (the PDF beside each stays a plain output)."""
-    from snakemake.io import report as report_item  # `report(` opening a line is the report: keyword
+    # imported under another name: `report(` opening a line is the report: keyword
+    from snakemake.io import report as report_item
 
     return [
         (
