@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .io import iter_jsonl_batches, read_tsv, write_tsv
+from .io import gc_paused, iter_jsonl_batches, read_tsv, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,10 @@ def tables(
     unknown = sorted(set(scores) - set(datasets or scores))
     if datasets is not None and unknown:
         log.warning("scores given for datasets not analysed (ignored): %s", ", ".join(unknown))
-    rows, counts = _measures(_accumulate(_read(normalized), set(datasets) if datasets is not None else None), datasets)
+    with gc_paused():
+        rows, counts = _measures(
+            _accumulate(_read(normalized), set(datasets) if datasets is not None else None), datasets
+        )
     if not rows:
         raise InputError(normalized, "no records to analyse")
     n_records = sum(r["records"] for r in rows)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import iter_jsonl_batches, write_json, write_jsonl
+from ..io import gc_paused, iter_jsonl_batches, write_json, write_jsonl
 from ..records import RECORD, TAG_LINE
 
 log = logging.getLogger(__name__)
@@ -280,6 +280,11 @@ def load_pool(path: str | Path) -> TagPool:
     Streams: each batch of lines is turned into tag ids against one growing vocabulary (first-seen order)
     before the next is decoded, so a million-query pool never holds its tag strings as per-query lists.
     """
+    with gc_paused():
+        return _load_pool(path)
+
+
+def _load_pool(path: str | Path) -> TagPool:
     vocab: dict[str, int] = {}
     setdefault = vocab.setdefault
     chunks: list[np.ndarray] = []
