@@ -497,10 +497,8 @@ MTBENCH_FIGURES = ("complexity", "diversity", "size", "radar")
 
 
 def mtbench_models():
-    # FINETUNE_RUNS: the finetune section's planned runs (none where that section is not included)
-    planned = globals().get("FINETUNE_RUNS", [])
-    runs = [{"ablation": a, "variant": v, "seed": s} for a, v, s in planned]
-    return _mtbench_plan_models(MTBENCH, runs)
+    """Model key -> instag.mtbench.plan.Model: every fine-tuning run, the base model, configured backends."""
+    return _mtbench_plan_models(MTBENCH, finetune_runs())
 
 
 def mtbench_model_regex():
