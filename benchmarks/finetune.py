@@ -155,7 +155,7 @@ def run_stage(args) -> dict:
     }
 
 
-def matmul_rates(threads: int, n: int = 2048) -> dict:
+def matmul_rates(threads: int, n: int = 1024) -> dict:
     import torch
 
     torch.set_num_threads(threads)
