@@ -193,3 +193,15 @@ def test_f32_engine_gives_the_greedy_text_of_hf_fp32():
     hf.close()
     assert got == want
     assert want[1] == "The capital of Australia is Canberra."
+
+
+def test_openvino_threads_are_not_pinned_to_cores():
+    """Two 1-thread jobs side by side must use both cores: OpenVINO's default pinning puts both on core 0."""
+    pytest.importorskip("openvino_genai")
+    from instag.llm.embedded import _OpenVINOEngine
+
+    engine = object.__new__(_OpenVINOEngine)
+    engine.precision, engine.threads = "f32", 1
+    props = engine._props()
+    assert props["ENABLE_CPU_PINNING"] is False
+    assert props["INFERENCE_NUM_THREADS"] == 1

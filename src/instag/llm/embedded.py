@@ -177,6 +177,9 @@ class _OpenVINOEngine:
         props: dict[str, Any] = {"INFERENCE_PRECISION_HINT": PRECISIONS[self.precision][0]}
         if self.threads:
             props["INFERENCE_NUM_THREADS"] = int(self.threads)
+        # OpenVINO pins its threads to cores by default, from core 0: two 1-thread jobs that Snakemake runs side
+        # by side then share one core (each at ~50% CPU) while the other idles. Leave placement to the OS.
+        props["ENABLE_CPU_PINNING"] = False
         return props
 
     def _build(self) -> None:

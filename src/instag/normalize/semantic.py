@@ -181,6 +181,7 @@ class SentenceTransformerEmbedder:
             config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT"}
             if self.threads:
                 config["INFERENCE_NUM_THREADS"] = int(self.threads)
+            config["ENABLE_CPU_PINNING"] = False  # jobs side by side must not all pin to core 0
             compiled = ov.Core().compile_model(folder / "model.xml", "CPU", config)
             tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
             self._ov = (compiled, tok, settings)
