@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -28,9 +29,12 @@ def run_measured(code: str, *args: str, timeout: int = 600) -> dict:
         print(_json.dumps(_out, default=str))
         """
     )
+    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["wall_seconds"] = time.perf_counter() - t0  # stage summaries hold no timings (reproducible outputs)
+    return out
 
 
 INGEST = textwrap.dedent(
@@ -90,7 +94,7 @@ def test_tagging_100k_cached_queries_stays_under_2_gib(tmp_path):
     got = run_measured(TAG, str(records), str(tmp_path / "cached.jsonl"), str(cache), str(n))
     print(
         f"tag 100K queries: peak RSS {fill['maxrss_mb']:.0f} MiB filling the cache, {got['maxrss_mb']:.0f} MiB "
-        f"served from it ({got['seconds']:.1f} s)"
+        f"served from it ({got['wall_seconds']:.1f} s)"
     )
     assert got["cache_hits"] == n and got["calls"] == 0 and got["ok"] == n
     assert got["maxrss_mb"] < LIMIT_MB and fill["maxrss_mb"] < LIMIT_MB
