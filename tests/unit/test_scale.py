@@ -1,7 +1,7 @@
 """Memory at scale: ingesting the largest real file and tagging 100K cached queries each stay within 2 GiB.
 
-Each measurement runs in a fresh Python process (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at its end),
-so what the test process itself holds does not count and one measurement cannot inflate another.
+Each measurement runs in a fresh Python process (its ``VmHWM`` from ``/proc/self/status`` at its end), so what
+the test process itself holds does not count and one measurement cannot inflate another.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ def run_measured(code: str, *args: str, timeout: int = 600) -> dict:
     """Run ``code`` in a new interpreter; it prints one JSON object last; its ``maxrss_mb`` is added here."""
     wrapper = code + textwrap.dedent(
         """
-        import json as _json, resource as _resource, sys as _sys
+        import json as _json
         _out = dict(RESULT)
-        _out["maxrss_mb"] = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM: this process image's own peak. (ru_maxrss would also count the parent's size at fork: Linux
+        # carries it over exec, so a pytest process grown to 3.5 GB by earlier tests failed this check.)
+        with open("/proc/self/status") as _fh:
+            _hwm = next(int(line.split()[1]) for line in _fh if line.startswith("VmHWM:"))
+        _out["maxrss_mb"] = _hwm / 1024
         print(_json.dumps(_out, default=str))
         """
     )
