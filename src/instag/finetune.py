@@ -20,7 +20,6 @@ with ``gpu: N`` runs it.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .errors import ConfigError, InputError, InstagError
-from .io import iter_jsonl, read_json, read_tsv, write_tsv
+from .io import file_sha256, iter_jsonl, read_json, read_tsv, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +101,6 @@ def plan_runs(
 
 
 # ------------------------------------------------------------------------------------------------ data
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_conversations(sample: str | Path, records: Sequence[str | Path]) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -260,3 +261,12 @@ def read_bytes(path: str | os.PathLike, limit: int | None = None) -> bytes:
         if limit is not None:
             return b""
         raise InputError(path, f"compressed stream is damaged or cut off ({exc})") from None
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (data files, GGUF weights, sample sets)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

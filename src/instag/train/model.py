@@ -8,12 +8,12 @@ transformers dequantizes a GGUF to float weights on load; the model then keeps a
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,6 @@ def resolve(spec: str) -> ModelSource:
             raise ConfigError("finetune.training.base_model", f"GGUF file not found: {spec}")
         return ModelSource(spec, str(p.parent), p.name)
     return ModelSource(spec, spec)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def hf_copy(source: ModelSource) -> tuple[str, dict]:
