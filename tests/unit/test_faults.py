@@ -25,7 +25,7 @@ from tests.support.openai_server import FAULT_KINDS, OpenAIServer, _State, defau
 N_ITEMS = 300
 FAULT_RATE = 0.2
 MAX_RETRIES = 2  # 3 attempts: P(an item fails) = 0.2**3 = 0.8%, so a few of 300 fail for most seeds
-TIMEOUT = 0.4  # client's per-attempt limit; the server's "timeout" fault hangs longer
+TIMEOUT = 2.0  # client's per-attempt limit; the server's "timeout" fault hangs longer
 
 
 def prompts(n: int, tag: str = "item") -> list[str]:
