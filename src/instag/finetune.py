@@ -185,7 +185,9 @@ def train(
         record=record,
         show_progress=show_progress,
     )
-    return {k: summary[k] for k in ("steps", "first_loss", "final_loss", "seconds", "tokens_per_s", "mask_audit")}
+    return {
+        k: summary[k] for k in ("steps", "first_loss", "final_loss", "probe", "seconds", "tokens_per_s", "mask_audit")
+    }
 
 
 TABLE_COLUMNS = [
@@ -207,6 +209,9 @@ TABLE_COLUMNS = [
     "first_loss",
     "final_loss",
     "loss_drop",
+    "probe_samples",
+    "probe_loss_before",
+    "probe_loss_after",
     "model_sha256",
 ]
 SPEED_COLUMNS = ["ablation", "variant", "seed", "steps", "tokens", "seconds", "tokens_per_s"]
@@ -257,6 +262,9 @@ def summarize(
                 "first_loss": first,
                 "final_loss": final,
                 "loss_drop": loss_drop([float(r["loss"]) for r in losses]),
+                "probe_samples": (run.get("probe") or {}).get("samples"),
+                "probe_loss_before": (run.get("probe") or {}).get("loss_before"),
+                "probe_loss_after": (run.get("probe") or {}).get("loss_after"),
                 "base_model": run.get("base_model"),
                 "model_sha256": run.get("model_sha256"),
             }

@@ -125,3 +125,16 @@ def test_plan_runs_selects_sets_and_seeds():
         plan_runs(VARIANTS, ["size/n7"])
     with pytest.raises(ConfigError, match="finetune.sets"):
         plan_runs(VARIANTS, ["n60"])
+
+
+def test_the_loss_probe_is_the_first_distinct_samples_trained_on():
+    from instag.train.trainer import probe_indices
+
+    plan = plan_batches([10, 20, 30, 40, 50, 60], global_batch=4, per_device_batch=2, epochs=2, seed=0, max_steps=2)
+    trained = [i for b in plan.micro_batches[: plan.steps * plan.micro_per_step] for i in b]
+    probe = probe_indices(plan, 16)
+    assert len(probe) == len(set(probe)) == len(set(trained))  # every distinct sample trained on, once
+    assert probe == list(dict.fromkeys(trained))  # in training order
+    assert probe_indices(plan, 3) == probe[:3] and probe_indices(plan, 0) == []
+    with pytest.raises(ConfigError, match="probe_samples"):
+        TrainSettings(probe_samples=-1)

@@ -133,6 +133,10 @@ def test_single_process_run_writes_a_usable_model(single):
     assert run["sample"]["sha256"] and run["base_model_sha256"] and run["packages"]["transformers"]
     assert [s for s, _ in losses(single)] == list(range(1, STEPS + 1))
     assert not (single / "checkpoints").exists()  # removed once the model is saved (keep_checkpoints false)
+    # the probe: the loss on the samples trained on fell from the base model's to the trained model's
+    probe = run["probe"]
+    assert probe["samples"] == len(probe["ids"]) == min(16, STEPS * 2) and "demo:q" not in probe["ids"]
+    assert probe["loss_after"] < probe["loss_before"], probe
     rejected = [json.loads(x) for x in (single / "rejected.jsonl").read_text().splitlines()]
     assert [(r["id"], r["reason"]) for r in rejected] == [("demo:q", "no_assistant_turn")]
 

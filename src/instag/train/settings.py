@@ -48,6 +48,7 @@ class TrainSettings:
     keep_checkpoints: bool = False  # delete the checkpoints once the model is saved
     report_to: list = field(default_factory=lambda: ["none"])
     export_gguf: bool = False  # also write out_dir/model.gguf (F16; llama-architecture GGUF bases only)
+    probe_samples: int = 16  # loss on the first N samples trained on, before and after training (0 = off)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -57,6 +58,8 @@ class TrainSettings:
         for key in ("max_length", "epochs", "global_batch", "per_device_batch", "save_steps"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"finetune.training.{key}", "must be at least 1")
+        if int(self.probe_samples) < 0:
+            raise ConfigError("finetune.training.probe_samples", "must be 0 (off) or more")
         if self.global_batch % self.per_device_batch:
             raise ConfigError(
                 "finetune.training.global_batch",

@@ -298,17 +298,63 @@ def plot_loss(rows: list[dict], png: Path, title: str) -> None:
     plt.close(fig)
 
 
-_TIMING_KEYS = (
-    "train_runtime",
-    "train_samples_per_second",
-    "train_steps_per_second",
-    "total_flos",
-    "train_tokens_per_second",
-)
+_TIMING_KEYS = ("total_flos",)
+_TIMING_SUFFIXES = ("_runtime", "_per_second")  # train_runtime, probe_samples_per_second, ...
 
 
 def _clean_history(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in e.items() if k not in _TIMING_KEYS} for e in history]
+    return [{k: v for k, v in e.items() if k not in _TIMING_KEYS and not k.endswith(_TIMING_SUFFIXES)} for e in history]
+
+
+def probe_indices(plan: BatchPlan, n: int) -> list[int]:
+    """The first ``n`` distinct samples the plan trains on, in training order (the loss probe)."""
+    out: list[int] = []
+    seen: set[int] = set()
+    for batch in plan.micro_batches[: plan.steps * plan.micro_per_step]:
+        for i in batch:
+            if len(out) >= n:
+                return out
+            if i not in seen:
+                seen.add(i)
+                out.append(i)
+    return out
+
+
+def probe_loss(model, samples: Sequence[dict], collator) -> float | None:
+    """Mean over ``samples`` of each one's loss on its trainable tokens, one sample per forward pass (padding
+    never weighs in), in fp32 without gradients; None when there is no sample. Every process computes the same
+    value (under FSDP the forward passes are collective, so every process must call this)."""
+    import torch
+
+    if not samples:
+        return None
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for item in samples:
+            batch = {k: v.to(device) for k, v in collator([item]).items()}
+            losses.append(float(model(**batch).loss))
+    model.train(was_training)
+    return round(sum(losses) / len(losses), 6)
+
+
+def _probe_callback(samples: Sequence[dict], collator, store: Path, result: dict):
+    """Measures the probe with the base model when training starts from step 0 and keeps it in ``store``, so a
+    resumed run reports the same value (its weights at train begin are the checkpoint's)."""
+    from transformers import TrainerCallback
+
+    class Probe(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            if state.global_step == 0 or not store.exists():
+                result["before"] = probe_loss(model, samples, collator)
+                if state.is_world_process_zero:
+                    write_json(store, {"loss_before": result["before"]})
+            else:
+                result["before"] = json.loads(store.read_text())["loss_before"]
+
+    return Probe()
 
 
 # ------------------------------------------------------------------------------------------------ main entry
@@ -462,15 +508,22 @@ def train_conversations(
         ddp_find_unused_parameters=False if world > 1 else None,
     )
     trainer_cls = _trainer_class()
+    collator = Collator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
+    # the probe: the loss on the first samples trained on, with the base model (measured when training starts
+    # from step 0 and kept beside the checkpoints for a resumed run) and with the trained one
+    probe_ids = probe_indices(plan, settings.probe_samples)
+    probe = [_ListDataset(samples)[i] for i in probe_ids]
+    probe_result: dict = {}
     trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=_ListDataset(samples),
-        data_collator=Collator(
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        ),
+        data_collator=collator,
         plan=plan,
-        callbacks=_make_callbacks(Path(timing_path) if timing_path else None, plan, show_progress),
+        callbacks=[
+            _probe_callback(probe, collator, ckpt_dir / "probe.json", probe_result),
+            *_make_callbacks(Path(timing_path) if timing_path else None, plan, show_progress),
+        ],
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -483,6 +536,14 @@ def train_conversations(
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - t0
+    probe_before, probe_after = probe_result.get("before"), probe_loss(trainer.model, probe, collator)
+    if probe:
+        log.info(
+            "probe loss on %d trained samples: %.4f before, %.4f after training",
+            len(probe_ids),
+            probe_before,
+            probe_after,
+        )
     state = trainer.state
     rows = loss_rows(state.log_history, plan.steps_per_epoch)
 
@@ -515,6 +576,12 @@ def train_conversations(
         "steps": state.global_step,
         "first_loss": rows[0]["loss"] if rows else None,
         "final_loss": rows[-1]["loss"] if rows else None,
+        "probe": {
+            "samples": len(probe_ids),
+            "ids": [samples[i]["id"] for i in probe_ids],
+            "loss_before": probe_before,
+            "loss_after": probe_after,
+        },
         "resumed_from_step": int(Path(last).name.split("-")[-1]) if last else None,
         "packages": package_versions(),
         "files": {"model": "model/", "loss": "loss.tsv", "figure": "loss.png", "rejected": "rejected.jsonl"},
