@@ -78,13 +78,18 @@ def test_lexical_merges_stem_variants_into_the_most_frequent_spelling():
         + repeat(["PYTHON_DEBUG."], 1)
         + repeat(["data analysis"], 3)
         + repeat(["???"], 2)
+        + repeat(["1.1.1.1."], 3)
+        + repeat(["100"], 1)
+        + repeat(["3D printing"], 1)
     )
     res = lexical.aggregate(pool)
     m = res["mapping"]
     assert m["python-debugging"] == m["PYTHON_DEBUG."] == m["Python debugging"] == "Python debugging"
     assert m["data analysis"] == "data analysis"
     assert m["???"] is None and res["dropped_empty_key"] == 1
-    assert res["tags_out"] == 2
+    assert m["1.1.1.1."] is None and m["100"] is None and res["dropped_no_letter"] == 2  # no intention named
+    assert m["3D printing"] == "3D printing"
+    assert res["tags_out"] == 3
 
 
 def test_lexical_tie_goes_to_the_alphabetically_first_variant():

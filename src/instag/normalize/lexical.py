@@ -4,7 +4,8 @@ paper.md §2.2 and ambiguity A4 (our reading): lowercase; every character that i
 (Unicode-aware, so non-Latin tags keep their letters) becomes a space; runs of spaces collapse; each token
 is stemmed with NLTK's PorterStemmer (needs no downloaded data). Tags with the same key merge; the merged
 tag is named by its most frequent raw variant (ties: the alphabetically first). A tag whose key is empty
-(only punctuation) is dropped, and the mapping table says so.
+(only punctuation) or holds no letter at all (only digits and punctuation: ``"100"``, ``"1.1.1.1."``, which a
+small tagger degenerates into and which name no intention) is dropped, counted, and the mapping table says so.
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ def aggregate(pool: TagPool) -> dict:
     counts = pool.counts().tolist()
     groups: dict[str, list[tuple[int, str]]] = defaultdict(list)
     mapping: dict[str, str | None] = {}
-    empty = 0
+    empty = no_letter = 0
     for name, c in zip(pool.names, counts, strict=False):
         key = rule_key(name)
         if not key:
             mapping[name] = None
             empty += 1
+            continue
+        if not any(ch.isalpha() for ch in key):
+            mapping[name] = None
+            no_letter += 1
             continue
         groups[key].append((c, name))
     for members in groups.values():
@@ -57,12 +62,15 @@ def aggregate(pool: TagPool) -> dict:
         for _, name in members:
             mapping[name] = display
     out = len(groups)
-    log.info("lexical: %d tags -> %d (%d dropped with an empty key)", pool.n_tags, out, empty)
+    log.info(
+        "lexical: %d tags -> %d (%d dropped with an empty key, %d with no letter)", pool.n_tags, out, empty, no_letter
+    )
     return {
         "step": "lexical",
-        "params": {"stemmer": "nltk.PorterStemmer", "case": "lower", "non_alphanumeric": "space"},
+        "params": {"stemmer": "nltk.PorterStemmer", "case": "lower", "non_alphanumeric": "space", "needs_a_letter": True},
         "tags_in": pool.n_tags,
         "tags_out": out,
         "dropped_empty_key": empty,
+        "dropped_no_letter": no_letter,
         "mapping": mapping,
     }
