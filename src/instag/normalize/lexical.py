@@ -67,7 +67,12 @@ def aggregate(pool: TagPool) -> dict:
     )
     return {
         "step": "lexical",
-        "params": {"stemmer": "nltk.PorterStemmer", "case": "lower", "non_alphanumeric": "space", "needs_a_letter": True},
+        "params": {
+            "stemmer": "nltk.PorterStemmer",
+            "case": "lower",
+            "non_alphanumeric": "space",
+            "needs_a_letter": True,
+        },
         "tags_in": pool.n_tags,
         "tags_out": out,
         "dropped_empty_key": empty,
