@@ -92,6 +92,16 @@ def test_key_is_stable_and_int_float_insensitive():
         GenerationParams(temperature=0, max_tokens=256),
         0,
     )
+    # pinned: keys of existing caches (computed before the key's fast path skipped the params' deep copy)
+    hi = [{"role": "user", "content": "hi"}]
+    assert request_key("openai", "gpt", "gpt", "ns", hi, GenerationParams(), 2) == (
+        "9193da0957425b0f95ed57614493a4912be58e483bb37f1d6896959434634137"
+    )
+    schema = {"type": "array", "items": {"maxLength": 40}}
+    params = GenerationParams(temperature=0.5, seed=3, stop=("x", "y"), json_schema=schema)
+    assert request_key("openai", "gpt", "gpt", "ns", hi, params, 2) == (
+        "305de20d46beccb9e9e066ad8dc64c6ea1d0f765e931daf14f3ca73f92ec45e9"
+    )
 
 
 def test_fast_keys_equal_reference_keys():

@@ -47,7 +47,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,10 @@ SEGMENT_SUFFIX = ".jsonl"
 
 
 def _params_dict(params: GenerationParams) -> dict[str, Any]:
-    d = params.to_dict()
+    # the fields as they are (what params.to_dict() gives, without its deep copy of the JSON schema: a copy per
+    # request was most of the time a cached tagging run took); only serialised, never changed
+    d = {f.name: getattr(params, f.name) for f in fields(params)}
+    d["stop"] = list(params.stop)
     # 0 and 0.0 must give the same key
     d["temperature"] = float(d["temperature"])
     d["top_p"] = float(d["top_p"])
@@ -399,7 +402,8 @@ class CachedBackend(Backend):
         """The cached successful response of each request (``cached=True``), or None: no backend call."""
         self.refresh()
         out: list[ChatResponse | None] = [None] * len(requests)
-        wanted = {i: key for i, key in ((i, self.key(r)) for i, r in enumerate(requests)) if key in self._ok}
+        keymaker = _KeyMaker(self.name, self.model, self.revision, self.namespace)  # one for all: params once
+        wanted = {i: key for i, key in ((i, keymaker(r)) for i, r in enumerate(requests)) if key in self._ok}
         if wanted:
             self._read_hits(wanted, out)
         return out
