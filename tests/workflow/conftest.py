@@ -48,7 +48,9 @@ def workdir(tmp_path: Path, shared_data) -> Path:
 
 @pytest.fixture(scope="session")
 def full_run(tmp_path_factory, shared_data):
-    """One complete default-target run of the workflow on configs/test.yaml, shared by the session's tests."""
+    """One complete default-target run of the workflow on configs/test.yaml (2 cores), shared by the session's
+    tests. They may rerun or dry-run it, but must not add or change files under its ``results/``:
+    test_determinism.py compares them, byte for byte, with a second run."""
     workdir = tmp_path_factory.mktemp("e2e")
     cfg = write_config(workdir)
     proc = snakemake(workdir, cfg)

@@ -1,19 +1,23 @@
 """Two runs of the workflow with the same config and seeds give byte-identical tables, records and samples.
 
 The two runs differ in everything that must not matter: the working directory, the number of cores (so the
-order in which jobs run differs), and the time. Each builds the default target and ``stage_sampling`` on
-configs/test.yaml; every file under ``results/`` is compared, except those in :data:`EXCLUDED`, each with the
-reason it cannot be identical. A stage's outputs join the comparison as soon as they are built by these targets.
+order in which jobs run differs), and the time. The first is the session's ``full_run`` (tests/workflow/conftest.py:
+the default target on configs/test.yaml, 2 cores); the second builds the same target from the same config file
+content, on 1 core, in a new folder. The default target includes ``stage_sampling``'s outputs. Every file under
+``results/`` is compared, except those in :data:`EXCLUDED`, each with the reason it cannot be identical. A
+stage's outputs join the comparison as soon as the default target builds them.
 
-The tagging model is an LLM, not a CPU stage: the second run is served from the first run's tagging cache
-(``tagging.cache_dir`` shared), so the tags are the same and every CPU stage after them (normalization with
-its embeddings, analysis, the judge with its own cache, sampling) is recomputed from scratch.
+The tagging model is an LLM, not a CPU stage: the second run is served from the first run's tagging calls (the
+tagger's records of its ``cache/llm``, copied into the new folder before the run, so the config stays the same),
+so the tags are the same and every CPU stage after them (normalization with its embeddings, analysis, the judge
+with its own calls, sampling, fine-tuning, MT-Bench, the report) is recomputed from scratch.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from instag.io import read_tsv
 from tests.conftest import REPO
 from tests.workflow.conftest import write_config
 
@@ -42,14 +47,24 @@ def content(path: Path, rel: str) -> bytes:
     return path.read_bytes()
 
 
-def run(workdir: Path, cores: int, llm_cache: Path) -> subprocess.CompletedProcess:
-    tagging = yaml.safe_load((REPO / "configs" / "test.yaml").read_text()).get("tagging", {})
-    # one shard per dataset: fewer model loads in the first run (shard_size does not change any tag)
-    cfg = write_config(workdir, tagging={**tagging, "cache_dir": str(llm_cache), "shard_size": 1000})
-    snakefile, targets = str(REPO / "Snakefile"), ["all", "stage_sampling"]
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", snakefile, "--directory", str(workdir)]
-    cmd += ["--configfile", str(cfg), "--cores", str(cores), *targets]
+def run(workdir: Path, configfile: Path, cores: int) -> subprocess.CompletedProcess:
+    """The default target, as ``full_run`` builds it, with ``cores`` cores."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--configfile", str(configfile), "--cores", str(cores)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=workdir)
+
+
+def copy_tagger_calls(src: Path, dest: Path, backend: str) -> int:
+    """Copy the records of ``backend``'s calls (the tagger's) from the LLM cache ``src`` into a new cache ``dest``,
+    line for line; the other stages' calls (judge, MT-Bench) stay out, so the second run makes them again."""
+    dest.mkdir(parents=True)
+    lines = []
+    for seg in sorted(src.glob("*.jsonl")):
+        for line in seg.read_bytes().splitlines():
+            if json.loads(line).get("backend") == backend:
+                lines.append(line + b"\n")
+    (dest / "seg-copied-from-full-run.jsonl").write_bytes(b"".join(lines))
+    return len(lines)
 
 
 def digests(workdir: Path) -> dict[str, str]:
@@ -65,15 +80,18 @@ def digests(workdir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, shared_data):
-    runs = []
-    llm_cache = tmp_path_factory.mktemp("determinism-llm-cache")
-    for i, cores in enumerate((2, 1)):
-        workdir = tmp_path_factory.mktemp(f"determinism{i}")
-        proc = run(workdir, cores, llm_cache)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-        runs.append(workdir)
-    return runs
+def two_runs(full_run, tmp_path_factory):
+    first, first_cfg, _ = full_run  # 2 cores
+    second = tmp_path_factory.mktemp("determinism")
+    cfg = write_config(second)
+    assert cfg.read_bytes() == first_cfg.read_bytes(), "the second run must have the first run's config"
+    tagger = yaml.safe_load(cfg.read_text())["tagging"]["backend"]["backend"]
+    assert copy_tagger_calls(first / "cache" / "llm", second / "cache" / "llm", tagger) > 0
+    proc = run(second, cfg, cores=1)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    tagged = {r["dataset"]: r for r in read_tsv(second / "results" / "tables" / "tagging.tsv")}["all"]
+    assert int(tagged["calls"]) == 0 and int(tagged["cache_hits"]) > 0, tagged  # served from the first run's calls
+    return [first, second]
 
 
 def test_same_config_and_seed_give_identical_outputs(two_runs):
