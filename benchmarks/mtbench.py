@@ -16,8 +16,8 @@ Each part runs in its own process. Prints answers/s (question = both turns), gen
 Judging: ``--judge-requests`` judgments (FastChat's prompts over hand-made answers) through
 :func:`instag.mtbench.judge.judge_model` with the openai backend at ``--concurrency`` against the loopback
 server (in its own process) with ``--delay``; prints judgments/s and the share of the ideal rate
-concurrency / delay (target >= 90% at 64). The ``openai`` SDK is imported before the clock starts (a one-time
-cost per process, ~1 s here, printed apart: it is not a rate). The load average is printed before and after.
+concurrency / delay (target >= 90% at 64). The ``openai`` SDK and ``aiohttp`` are imported before the clock starts (a
+one-time cost per process, ~1 s here, printed apart: it is not a rate). The load average is printed before and after.
 
     python benchmarks/mtbench.py --run-dir results/finetune/size/n60/seed42
     python benchmarks/mtbench.py --skip-answer --judge-requests 1280
@@ -184,9 +184,10 @@ def bench_judge(a) -> dict:
     bench = load()
     repeats = max(1, -(-a.judge_requests // (2 * len(bench.questions))))
     t_import = time.perf_counter()
-    import openai  # noqa: F401  (the backend's one-time import, kept out of the rate)
+    import aiohttp  # noqa: F401  (the loopback transport's)
+    import openai  # noqa: F401  (the backend's one-time imports, kept out of the rate)
 
-    print(f"openai SDK import (once per process, not timed below): {time.perf_counter() - t_import:.2f} s")
+    print(f"openai SDK and aiohttp imports (once per process, not timed below): {time.perf_counter() - t_import:.2f} s")
     print(f"load before judging: {_load()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, OpenAIServer(delay=a.delay, mode="process", reply=reply) as server:
         answers = Path(tmp) / "answers.jsonl"
