@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO, SHARED, SLURM_CONF_BEFORE
 from tests.workflow.conftest import write_config
 
 START = SHARED / "slurm" / "start-local-slurm.sh"
@@ -64,6 +64,12 @@ CLUSTER_FLAGS = [
     "--latency-wait", "5",
     "--retries", "0",
 ]  # fmt: skip
+
+#: The environment of every command that talks to the cluster: the suite's SLURM_CONF=/dev/null (tests/conftest.py,
+#: which spares local snakemake runs the Slurm plugin's scontrol wait) taken back out.
+SLURM_ENV = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+if SLURM_CONF_BEFORE is not None:
+    SLURM_ENV["SLURM_CONF"] = SLURM_CONF_BEFORE
 
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 
@@ -114,7 +120,8 @@ def test_config_resource_keys_name_rules():
 def test_profile_dry_run(tmp_path, shared_data):
     """The profile parses (every key is an option of this Snakemake and plugin); jobs carry the config's resources."""
     cfg = write_config(tmp_path, resources={"default": {"mem_mb": 1234, "runtime": 7}}, threads={"default": 2})
-    proc = run_snakemake(tmp_path, cfg, "--profile", str(PROFILE), "-n", "stage_data", timeout=120)
+    # no cluster: the suite's environment (env=None), so the Slurm plugin's scontrol call fails at once
+    proc = run_snakemake(tmp_path, cfg, "--profile", str(PROFILE), "-n", "stage_data", timeout=120, env=None)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = proc.stdout + proc.stderr
     jobs = re.findall(r"^ *(?:rule|checkpoint) (data_\w+):\n((?: {4,}.*\n)+)", out, re.M)  # grouped: indented
@@ -142,23 +149,25 @@ def slurm_cluster():
     if reason:
         pytest.skip(f"slurm tests skipped: {reason}")
     try:
-        started = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=300)
+        started = subprocess.run(["bash", str(START)], capture_output=True, text=True, timeout=300, env=SLURM_ENV)
         if started.returncode != 0:
             pytest.fail(
                 f"start-local-slurm.sh failed ({started.returncode}):\n{started.stdout[-3000:]}{started.stderr[-3000:]}"
             )
         yield
     finally:
-        stopped = subprocess.run(["bash", str(STOP)], capture_output=True, text=True, timeout=180)
+        stopped = subprocess.run(["bash", str(STOP)], capture_output=True, text=True, timeout=180, env=SLURM_ENV)
         if stopped.returncode != 0:
             print(f"stop-local-slurm.sh failed ({stopped.returncode}): {stopped.stderr[-2000:]}", file=sys.stderr)
 
 
-def run_snakemake(workdir: Path, configfile: Path, *args: str, timeout: int) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, configfile: Path, *args: str, timeout: int, env: dict | None = SLURM_ENV
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(configfile), *args]  # fmt: skip
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir, env=env)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"snakemake ran past {timeout} s: {' '.join(cmd)}\n{(exc.stderr or b'')[-4000:]!r}")
 
@@ -168,7 +177,7 @@ def sacct(job_ids: list[str]) -> dict[str, dict[str, str]]:
     fields = ["JobID", "JobName", "State", "ExitCode", "WorkDir", "AllocCPUS", "ReqMem"]
     proc = subprocess.run(
         ["sacct", "-a", "-X", "-n", "-P", "-o", ",".join(fields), "-j", ",".join(job_ids)],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True, text=True, timeout=60, check=True, env=SLURM_ENV,
     )  # fmt: skip
     rows = [dict(zip(fields, line.split("|"), strict=True)) for line in proc.stdout.splitlines() if line.strip()]
     return {row["JobID"]: row for row in rows}
