@@ -15,11 +15,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
 
 snakemake_utils = pytest.importorskip("snakemake.utils", reason="snakemake is not installed (extra 'workflow')")
+from snakemake.common.configfile import _load_configfile  # noqa: E402
 from snakemake.exceptions import WorkflowError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,8 +36,24 @@ def base_config() -> dict:
     return cfg
 
 
+_parsed_schemas: dict[str, dict] = {}
+
+
+def _load_schema_once(source, filetype="Config"):
+    """Snakemake's own schema loader, run once per file: its pure-Python YAML parse of the schema took 0.1 s of
+    each of the ~380 checks here. validate() changes the dict it gets ($id), so every call gets a copy."""
+    if not isinstance(source, (str, Path)):
+        return _load_configfile(source, filetype)
+    key = str(Path(source).resolve())
+    if key not in _parsed_schemas:
+        _parsed_schemas[key] = _load_configfile(source, filetype)
+    return copy.deepcopy(_parsed_schemas[key])
+
+
 def validate(cfg: dict) -> None:
-    snakemake_utils.validate(cfg, str(SCHEMA))
+    """Snakemake's own validate (what rules/common.smk runs), the schema file parsed once per session."""
+    with mock.patch.object(snakemake_utils, "_load_configfile", _load_schema_once):
+        snakemake_utils.validate(cfg, str(SCHEMA))
 
 
 def _resolve(schema: dict, root: dict) -> dict:
