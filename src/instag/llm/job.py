@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Backend, ChatRequest, ChatResponse, ProgressFn
+from .base import Backend, ChatRequest, ChatResponse, GenerationParams, ProgressFn
 from .cache import CachedBackend
 from .cost import SpendCapExceeded, SpendGuard, estimate_requests, resolve_price, stage_spend
 
@@ -146,6 +146,7 @@ class LLMJob:
         self._cached: CachedBackend | None = None
         self.guard: SpendGuard | None = None
         self.lookup_hits = 0
+        self._sampled: dict[int, tuple[GenerationParams, GenerationParams]] = {}  # see attempt_request
 
     # ------------------------------------------------------------------ backend
     @property
@@ -233,8 +234,16 @@ class LLMJob:
         if attempt == 0:
             return request
         p = request.params
-        params = p if p.temperature > 0 else replace(p, temperature=self.settings.retry_temperature)
-        return replace(request, params=params, repeat=request.repeat + attempt)
+        if p.temperature > 0:
+            return replace(request, repeat=request.repeat + attempt)
+        # requests that share a params object share its sampled copy too: the cache's key maker serialises
+        # each params object (with its JSON schema) once, not once per request and attempt
+        got = self._sampled.get(id(p))
+        if got is None or got[0] is not p:
+            if len(self._sampled) >= 64:  # a stage uses a few params objects; never hold one per request
+                self._sampled.clear()
+            got = self._sampled[id(p)] = (p, replace(p, temperature=self.settings.retry_temperature))
+        return replace(request, params=got[1], repeat=request.repeat + attempt)
 
     def run(
         self,
