@@ -58,8 +58,22 @@ def keep(path: Path) -> None:
 
 
 def test_explorer_in_chromium(chrome, tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def listed(d) -> list[str]:
+        """The tag names in the list, as shown now."""
+        return [li.text.split("\n")[0] for li in d.find_elements(By.CSS_SELECTOR, "#list li")]
+
+    def until_listed(want: list[str]) -> None:
+        # each keystroke redraws the list: an element read mid-redraw is stale, so read it again
+        seen = []
+        wait = WebDriverWait(chrome, 10, ignored_exceptions=(StaleElementReferenceException,))
+        try:
+            wait.until(lambda d: seen.append(listed(d)) or seen[-1] == want)
+        except Exception as exc:
+            raise AssertionError(f"the list shows {seen[-1:]} where {want} was expected") from exc
 
     html = tmp_path / "explorer.html"
     explorer.write(
@@ -78,7 +92,7 @@ def test_explorer_in_chromium(chrome, tmp_path):
     assert n_all >= 5
     search = chrome.find_element(By.ID, "search")
     search.send_keys("math")
-    WebDriverWait(chrome, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#list li")) < n_all)
+    until_listed(["mathematics"])
     names = [li.find_element(By.CSS_SELECTOR, ".name").text for li in chrome.find_elements(By.CSS_SELECTOR, "#list li")]
     assert names == ["mathematics"], names
     assert "1 of" in chrome.find_element(By.ID, "count").text
@@ -100,9 +114,7 @@ def test_explorer_in_chromium(chrome, tmp_path):
     # searching a raw tag finds the tag it was merged into
     search.clear()
     search.send_keys("arithmetic")
-    WebDriverWait(chrome, 10).until(
-        lambda d: [li.text.split("\n")[0] for li in d.find_elements(By.CSS_SELECTOR, "#list li")] == ["mathematics"]
-    )
+    until_listed(["mathematics"])
     shot = tmp_path / "explorer_selenium.png"
     chrome.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
