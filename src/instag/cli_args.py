@@ -9,6 +9,8 @@ the only other copy, and a test keeps the two equal). :func:`add_command` turns 
   ``false``), ``dict`` (given as JSON), lists/sequences (several values), and ``X | None`` (``none`` or
   ``null`` also accepted, so a rule can pass a config value that may be null as is);
 * a parameter without a default is required; the default is shown in ``--help``;
+* a ``bool`` parameter may instead be a bare switch (``switches``: ``--no-progress`` sets it to the opposite
+  of its default);
 * the help of each option is its line in the docstring's ``Args:`` section, the command's description is
   the docstring's first paragraph.
 
@@ -126,12 +128,15 @@ def add_command(
     flags: dict[str, str] | None = None,
     choices: dict[str, Sequence] | None = None,
     hide: Sequence[str] = (),
+    switches: dict[str, str] | None = None,
     result: Callable[[Any], Any] | None = None,
 ) -> argparse.ArgumentParser:
     """Add subcommand ``name`` calling ``func`` with options derived from its signature.
 
     ``flags`` renames an option (parameter -> ``--flag``), ``choices`` restricts values, ``hide`` leaves
-    parameters out (they keep their defaults), ``result`` maps the return value to what is printed.
+    parameters out (they keep their defaults), ``switches`` makes a ``bool`` parameter a bare switch that takes
+    no value and sets the opposite of its default (parameter -> ``--switch``), ``result`` maps the return
+    value to what is printed.
     """
     description, helps = doc_parts(func)
     parser = actions.add_parser(
@@ -146,8 +151,16 @@ def add_command(
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in hide
     ]
     for p in params:
+        help_text = helps.get(p.name, p.name.replace("_", " "))
+        if switches and p.name in switches:
+            if not isinstance(p.default, bool):
+                raise TypeError(f"{func.__qualname__}({p.name}): a switch needs a bool default")
+            action = "store_false" if p.default else "store_true"
+            help_text += f" (this switch turns it {'off' if p.default else 'on'})"
+            parser.add_argument(switches[p.name], dest=p.name, action=action, help=help_text)
+            continue
         spec = _option_spec(hints.get(p.name, str), p.default)
-        spec["help"] = helps.get(p.name, p.name.replace("_", " "))
+        spec["help"] = help_text
         if choices and p.name in choices:
             spec["choices"] = list(choices[p.name])
             spec.pop("metavar", None)
@@ -162,7 +175,7 @@ def add_command(
             spec["required"] = True
         else:
             spec["default"] = p.default
-            if p.default is not None and p.default != ():
+            if p.default is not None and p.default != () and p.default != "":
                 shown = str(p.default).lower() if isinstance(p.default, bool) else p.default
                 spec["help"] += f" (default: {shown})"
         parser.add_argument(flag, dest=p.name, **spec)

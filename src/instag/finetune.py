@@ -152,16 +152,50 @@ def launch(argv: Sequence[str], nproc: int) -> int:
 def train(
     sample: str | Path,
     records: Sequence[str | Path],
-    settings: dict,
-    seed: int,
     out_dir: str | Path,
+    settings: dict | None = None,
+    seed: int = 42,
     threads: int = 1,
+    nproc: int = 1,
     timing: str | Path | None = None,
     ablation: str | None = None,
     variant: str | None = None,
     show_progress: bool = True,
 ) -> dict:
-    """Fine-tune on one sampled set (see the module docstring); returns the run's summary."""
+    """Fine-tune the base model on one sampled set. Writes OUT_DIR/model/ (HF format), run.json, loss.tsv,
+    loss.png, rejected.jsonl and (if configured) model.gguf. A killed run started again resumes from
+    OUT_DIR/checkpoints/.
+
+    Returns the run's summary (steps, losses, probe, speed, mask audit).
+
+    Args:
+        sample: sampled set JSONL (results/sampling/<ablation>/<variant>.jsonl).
+        records: ingested record files (results/data/*.jsonl).
+        out_dir: run folder (results/finetune/<ablation>/<variant>/seed<seed>).
+        settings: training settings as JSON (config key finetune.training; none: the defaults).
+        seed: training seed (data order, initialisation of LoRA).
+        threads: torch threads in all (shared by local processes).
+        nproc: processes (GPUs) on this node; more than 1 runs this command again under torchrun.
+        timing: per-step seconds and tokens/s TSV to write (kept out of results: timings vary).
+        ablation: name recorded in run.json (none: the sample's folder).
+        variant: name recorded in run.json (none: the sample's stem).
+        show_progress: draw a progress bar on stderr; the log has every step either way.
+    """
+    if nproc > 1 and not os.environ.get("INSTAG_LAUNCHED"):
+        argv = ["-v"] if log.isEnabledFor(logging.DEBUG) else []
+        argv += ["finetune", "train", "--sample", str(sample), "--records", *map(str, records)]
+        argv += ["--out-dir", str(out_dir), "--settings", json.dumps(settings or {}, sort_keys=True)]
+        argv += ["--seed", str(seed), "--threads", str(threads)]
+        for flag, value in (("--timing", timing), ("--ablation", ablation), ("--variant", variant)):
+            if value is not None:
+                argv += [flag, str(value)]
+        if not show_progress:
+            argv.append("--no-progress")
+        rc = launch(argv, nproc)
+        if rc:
+            raise InstagError(f"the {nproc}-process training exited with status {rc}")
+        run = read_json(Path(out_dir) / "run.json")
+        return {"processes": nproc, "steps": run["steps"], "final_loss": run["final_loss"]}
     from .train import TrainSettings, train_conversations
 
     conversations = load_conversations(sample, records)
@@ -177,7 +211,7 @@ def train(
     }
     summary = train_conversations(
         conversations,
-        TrainSettings.from_dict(settings),
+        TrainSettings.from_dict(settings or {}),
         out_dir,
         threads=threads,
         seed=seed,
@@ -229,12 +263,21 @@ def loss_drop(losses: Sequence[float]) -> float | None:
 def summarize(
     runs: Sequence[str | Path],
     table: str | Path,
-    speed: str | Path | None,
     png: str | Path,
     pdf: str | Path,
+    speed: str | Path | None = None,
     timings: Sequence[str | Path] = (),
 ) -> list[dict]:
-    """finetune.tsv (one row per run), the speed table (from the per-step timing files) and the loss figure."""
+    """finetune.tsv (one row per run), the speed table (from the per-step timing files) and the loss figure.
+
+    Args:
+        runs: run.json files.
+        table: the table to write (results/tables/finetune.tsv).
+        png: loss-curve figure, PNG.
+        pdf: loss-curve figure, PDF.
+        speed: speed TSV to write (seconds, tokens/s): a timing, not a result (none: not written).
+        timings: per-step timing TSVs, in the order of the runs.
+    """
     rows, curves = [], []
     for path in runs:
         run = read_json(path)
@@ -328,62 +371,21 @@ def _plot(curves: list[dict], png: str | Path, pdf: str | Path) -> None:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-def _train_cli(a) -> dict | None:
-    settings = json.loads(a.settings)
-    if a.nproc > 1 and not os.environ.get("INSTAG_LAUNCHED"):
-        argv = [x for x in sys.argv[1:]]
-        i = argv.index("--nproc")
-        del argv[i : i + 2]
-        rc = launch(argv, a.nproc)
-        if rc:
-            raise InstagError(f"the {a.nproc}-process training exited with status {rc}")
-        run = read_json(Path(a.out_dir) / "run.json")
-        return {"processes": a.nproc, "steps": run["steps"], "final_loss": run["final_loss"]}
-    return train(
-        a.sample,
-        a.records,
-        settings,
-        a.seed,
-        a.out_dir,
-        threads=a.threads,
-        timing=a.timing,
-        ablation=a.ablation,
-        variant=a.variant,
-        show_progress=not a.no_progress,
-    )
-
-
 def add_cli(sub) -> None:
-    p = sub.add_parser(
+    from .cli_args import add_command, stage_parser
+
+    acts = stage_parser(
+        sub,
         "finetune",
-        help="fine-tune TagLM on sampled sets (FastChat Vicuna v1.1 template)",
-        description="TagLM fine-tuning (paper §4.2): one run per sampled set and seed, loss on assistant turns.",
+        "fine-tune TagLM on sampled sets (FastChat Vicuna v1.1 template)",
+        "TagLM fine-tuning (paper §4.2): one run per sampled set and seed, loss on assistant turns.",
     )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    t = acts.add_parser(
-        "train",
-        help="fine-tune on one sampled set",
-        description="Fine-tune the base model on one sampled set. Writes OUT_DIR/model/ (HF format), run.json, "
-        "loss.tsv, loss.png, rejected.jsonl and (if configured) model.gguf. A killed run started again "
-        "resumes from OUT_DIR/checkpoints/.",
+    add_command(acts, "train", train, help="fine-tune on one sampled set", switches={"show_progress": "--no-progress"})
+    add_command(
+        acts,
+        "summarize",
+        summarize,
+        help="finetune.tsv, the speed table and the loss-curve figure",
+        positional=("runs",),
+        result=lambda rows: {"runs": len(rows)},
     )
-    t.add_argument("--sample", required=True, help="sampled set JSONL (results/sampling/<ablation>/<variant>.jsonl)")
-    t.add_argument("--records", required=True, nargs="+", help="ingested record files (results/data/*.jsonl)")
-    t.add_argument("--settings", default="{}", help="training settings as JSON (config key finetune.training)")
-    t.add_argument("--seed", type=int, default=42, help="training seed (data order, initialisation of LoRA)")
-    t.add_argument("--out-dir", required=True, help="run folder (results/finetune/<ablation>/<variant>/seed<seed>)")
-    t.add_argument("--threads", type=int, default=1, help="torch threads in all (shared by local processes)")
-    t.add_argument("--nproc", type=int, default=1, help="processes (GPUs) on this node; >1 launches torchrun")
-    t.add_argument("--timing", default=None, help="per-step seconds and tokens/s TSV (kept out of results)")
-    t.add_argument("--ablation", default=None, help="name recorded in run.json (default: the sample's folder)")
-    t.add_argument("--variant", default=None, help="name recorded in run.json (default: the sample's stem)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar (the log still has every step)")
-    t.set_defaults(func=_train_cli)
-    s = acts.add_parser("summarize", help="finetune.tsv, the speed table and the loss-curve figure")
-    s.add_argument("runs", nargs="+", help="run.json files")
-    s.add_argument("--timings", nargs="*", default=[], help="per-step timing TSVs, in the order of the runs")
-    s.add_argument("--table", required=True, help="results/tables/finetune.tsv")
-    s.add_argument("--speed", default=None, help="speed TSV (seconds, tokens/s): a timing, not a result")
-    s.add_argument("--png", required=True)
-    s.add_argument("--pdf", required=True)
-    s.set_defaults(func=lambda a: {"runs": len(summarize(a.runs, a.table, a.speed, a.png, a.pdf, a.timings))})

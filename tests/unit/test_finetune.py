@@ -53,7 +53,7 @@ def test_summary_table_speed_table_and_figure(tmp_path):
         t.write_text("step\tseconds\ttokens\ttokens_per_s\n1\t2.0\t100\t50\n2\t2.0\t100\t50\n3\t1.0\t100\t100\n")
         timings.append(t)
     out = tmp_path / "out"
-    rows = summarize(runs, out / "finetune.tsv", out / "speed.tsv", out / "f.png", out / "f.pdf", timings)
+    rows = summarize(runs, out / "finetune.tsv", out / "f.png", out / "f.pdf", speed=out / "speed.tsv", timings=timings)
     table = read_tsv(out / "finetune.tsv")
     assert list(table[0]) == TABLE_COLUMNS and len(rows) == 2
     assert table[0]["final_loss"] == "1.2" and table[0]["loss_drop"] == "0.8" and table[0]["samples"] == "9"
@@ -65,3 +65,38 @@ def test_summary_table_speed_table_and_figure(tmp_path):
     )
     assert (out / "f.png").stat().st_size > 1000 and (out / "f.pdf").read_bytes().startswith(b"%PDF")
     assert loss_drop([3, 3, 2, 2, 1, 1]) == 2.0 and loss_drop([1.0]) is None
+
+
+def test_train_command_line_and_its_torchrun_relaunch(tmp_path, monkeypatch):
+    """The rule's flags parse into train()'s arguments; with --nproc 2 the same arguments reach each process."""
+    import inspect
+
+    from instag import cli, finetune
+
+    parser = cli.build_parser("finetune")
+    out = tmp_path / "run"
+    argv = ["-v", "finetune", "train", "--sample", "s.jsonl", "--records", "a.jsonl", "b.jsonl"]
+    argv += ["--settings", '{"epochs": 2}', "--seed", "7", "--out-dir", str(out), "--threads", "4", "--nproc", "2"]
+    argv += ["--timing", "t.tsv", "--ablation", "random", "--variant", "n60", "--no-progress"]
+    args = parser.parse_args(argv)
+    launched = []
+
+    def fake_launch(child, nproc):
+        launched.append((child, nproc))
+        out.mkdir()
+        (out / "run.json").write_text(json.dumps({"steps": 3, "final_loss": 1.5}))
+        return 0
+
+    monkeypatch.setattr(finetune, "launch", fake_launch)
+    monkeypatch.delenv("INSTAG_LAUNCHED", raising=False)
+    monkeypatch.setattr(finetune.log, "isEnabledFor", lambda level: True)
+    assert args.func(args) == {"processes": 2, "steps": 3, "final_loss": 1.5}
+    [(child, nproc)] = launched
+    assert nproc == 2 and child[0] == "-v" and "--nproc" not in child
+    again = parser.parse_args(child)
+    for name in inspect.signature(finetune.train).parameters:
+        assert getattr(again, name) == (1 if name == "nproc" else getattr(args, name)), name
+    assert args.settings == {"epochs": 2} and args.show_progress is False and args.records == ["a.jsonl", "b.jsonl"]
+
+    bare = parser.parse_args(["finetune", "train", "--sample", "s", "--records", "r", "--out-dir", "o"])
+    assert (bare.seed, bare.threads, bare.nproc, bare.settings, bare.show_progress) == (42, 1, 1, None, True)
