@@ -3,12 +3,14 @@ function's default as its schema default, and the derived command line shows the
 
 from __future__ import annotations
 
+import argparse
 import inspect
+import re
 
 import pytest
 import yaml
 
-from instag import analysis, cli, data
+from instag import analysis, cli, data, finetune, report
 from instag.normalize import actions as normalize
 from instag.sampling import actions as sampling
 from tests.conftest import REPO
@@ -42,7 +44,12 @@ PAIRS = {
     "sampling.seed": (sampling.select, "seed"),
     "sampling.tolerance.coverage": (sampling.select, "tol_coverage"),
     "sampling.tolerance.avg_tags": (sampling.select, "tol_complexity"),
+    "finetune.nproc": (finetune.train, "nproc"),
+    "report.explorer.examples": (report.write_explorer, "examples"),
+    "report.explorer.max_chars": (report.write_explorer, "max_chars"),
 }
+#: keys whose default a second stage function also takes: (config key, stage function, its parameter)
+ALSO = [("analysis.score_name", report.draw_figure, "score_name")]
 
 
 def schema_node(key: str) -> dict:
@@ -52,9 +59,12 @@ def schema_node(key: str) -> dict:
     return node
 
 
-@pytest.mark.parametrize("key", sorted(PAIRS))
-def test_schema_default_is_the_functions_default(key):
-    func, param = PAIRS[key]
+@pytest.mark.parametrize(
+    ("key", "func", "param"),
+    [(key, *PAIRS[key]) for key in sorted(PAIRS)] + ALSO,
+    ids=[*sorted(PAIRS), *(f"{k}-{f.__name__}" for k, f, _ in ALSO)],
+)
+def test_schema_default_is_the_functions_default(key, func, param):
     node = schema_node(key)
     assert "default" in node, f"schema key {key} has no default"
     default = inspect.signature(func).parameters[param].default
@@ -79,3 +89,47 @@ def test_cli_shows_the_functions_default(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert f"(default: {normalize.association_step.__defaults__[0]})" in out
     assert "--engine {cooccurrence,mlxtend}" in out and "--scale {true,false}" in out
+
+
+def test_finetune_seed_default_is_the_schemas_seed():
+    """finetune.seeds defaults to one seed, the one `instag finetune train` uses without --seed."""
+    assert schema_node("finetune.seeds")["default"] == [inspect.signature(finetune.train).parameters["seed"].default]
+
+
+def _defaults(func) -> dict:
+    return {n: p.default for n, p in inspect.signature(func).parameters.items() if p.default is not p.empty}
+
+
+def test_report_commands_pass_on_the_defaults_of_what_they_call():
+    """A report command's option defaults are those of the function it calls (which keeps its own for Python
+    callers), so `instag report ...` without the option does what a call without the argument does."""
+    from instag.report import browser, claims, explorer
+
+    for command, target in (
+        (report.write_claims, claims.write),
+        (report.write_explorer, explorer.write),
+        (report.take_screenshot, browser.screenshot),
+    ):
+        mine, theirs = _defaults(command), _defaults(target)
+        shared = set(mine) & set(theirs)
+        assert shared, f"{command.__name__} and {target.__qualname__} share no defaulted parameter"
+        assert {k: mine[k] for k in shared} == {k: theirs[k] for k in shared}, command.__name__
+
+
+def _options(stage: str, action: str) -> set[str]:
+    def choices(parser):
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    parser = choices(choices(cli.build_parser(stage))[stage])[action]
+    return {o for a in parser._actions for o in a.option_strings}
+
+
+@pytest.mark.parametrize("stage", ["finetune", "report"])
+def test_every_flag_a_rule_passes_is_an_option(stage):
+    text = (REPO / "rules" / f"{stage}.smk").read_text()
+    commands = re.findall(r'"instag -v (\w+) (\w+)(.*?)> /dev/null', text, re.S)
+    assert commands, f"no instag command in rules/{stage}.smk"
+    for cmd_stage, action, rest in commands:
+        flags = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest))
+        missing = flags - _options(cmd_stage, action)
+        assert not missing, f"rules/{stage}.smk: instag {cmd_stage} {action} has no option {sorted(missing)}"

@@ -13,12 +13,17 @@ function per figure, one table each), :mod:`.style` (theme, byte-stable saving, 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InputError
 
 
-def _json_arg(text: str, what: str) -> dict:
+def _json_arg(value: dict | str, what: str) -> dict:
+    """A JSON object given as a dict, as JSON text or as ``@file.json``."""
+    if isinstance(value, dict):
+        return value
+    text = value
     if text.startswith("@"):
         text = Path(text[1:]).read_text(encoding="utf-8")
     try:
@@ -30,107 +35,147 @@ def _json_arg(text: str, what: str) -> dict:
     return value
 
 
-def _claims(a):
+def write_claims(
+    out_tsv: str, out_md: str, results: str = "results", config: dict | str = "{}", config_label: str = ""
+) -> dict:
+    """The paper's numbers beside the reproduced ones (TSV and Markdown).
+
+    Args:
+        out_tsv: claims table to write (results/tables/claims.tsv).
+        out_md: rendered Markdown to write (results/report/claims.md).
+        results: the results folder.
+        config: the run's config as JSON (or @file.json).
+        config_label: how the table names the config (e.g. its file and hash).
+    """
     from .claims import write
 
-    return write(a.results, _json_arg(a.config, "--config"), a.out_tsv, a.out_md, a.config_label)
+    return write(results, _json_arg(config, "--config"), out_tsv, out_md, config_label)
 
 
-def _sweeps(a):
+def write_sweeps(out: str, results: str = "results", config: dict | str = "{}") -> dict:
+    """Join samples.tsv with the MT-Bench scores (results/tables/sweeps.tsv).
+
+    Args:
+        out: the table to write (results/tables/sweeps.tsv).
+        results: the results folder.
+        config: the run's config as JSON (or @file.json); sampling.size marks the main sets.
+    """
     from .provenance import sweeps_table
 
-    rows = sweeps_table(a.results, _json_arg(a.config, "--config"), a.out)
+    rows = sweeps_table(results, _json_arg(config, "--config"), out)
     return {"rows": len(rows), "with_mt_bench": sum(1 for r in rows if r["mt_bench"] != "")}
 
 
-def _figure(a):
+def draw_figure(name: str, table: str, out: str, style: dict | str = "{}", score_name: str = "AlpacaEval") -> dict:
+    """Draw one figure (PNG and PDF) from its table.
+
+    Args:
+        name: which figure.
+        table: the table it is drawn from.
+        out: output path without extension (.png and .pdf are written).
+        style: report.style as JSON (or @file.json): theme, context, palette, font_scale, dpi, ...
+        score_name: colour-bar label of diversity_complexity (the config's analysis.score_name).
+    """
     from .figures import draw
 
-    kwargs = {"score_name": a.score_name} if a.name == "diversity_complexity" else {}
-    paths = draw(a.name, a.table, a.out, _json_arg(a.style, "--style"), **kwargs)
-    return {"figure": a.name, "files": paths}
+    kwargs = {"score_name": score_name} if name == "diversity_complexity" else {}
+    paths = draw(name, table, out, _json_arg(style, "--style"), **kwargs)
+    return {"figure": name, "files": paths}
 
 
-def _provenance(a):
+def write_provenance(
+    out: str, results: str = "results", config: dict | str = "{}", repo: str = ".", datasets: Sequence[str] = ()
+) -> dict:
+    """results/provenance.json: code, config, data, models, packages, spend.
+
+    Args:
+        out: the file to write (results/provenance.json).
+        results: the results folder.
+        config: the run's config as JSON (or @file.json).
+        repo: the workflow's git work tree.
+        datasets: the source data files to hash, each as NAME=PATH.
+    """
     from .provenance import write
 
-    datasets = {}
-    for item in a.datasets or []:
+    named = {}
+    for item in datasets:
         name, sep, path = item.partition("=")
         if not sep:
             raise InputError("--datasets", f"expected NAME=PATH, got {item!r}")
-        datasets[name] = path
-    return write(a.results, _json_arg(a.config, "--config"), a.repo, datasets, a.out)
+        named[name] = path
+    return write(results, _json_arg(config, "--config"), repo, named, out)
 
 
-def _explorer(a):
+def write_explorer(
+    mapping: str,
+    normalized: str,
+    out: str,
+    records: Sequence[str] = (),
+    examples: int = 3,
+    max_chars: int = 240,
+    title: str = "InsTag tag explorer",
+) -> dict:
+    """The static tag explorer (one HTML file).
+
+    Args:
+        mapping: the tag mapping (results/tables/tag_mapping.tsv).
+        normalized: the normalized tags (results/normalize/normalized.jsonl).
+        out: the HTML file to write (results/report/explorer.html).
+        records: ingested record files (results/data/<dataset>.jsonl) for the example texts.
+        examples: example queries shown per tag.
+        max_chars: an example query is cut to this many characters.
+        title: the page's title.
+    """
     from .explorer import write
 
-    return write(a.mapping, a.normalized, a.records, a.out, examples=a.examples, max_chars=a.max_chars, title=a.title)
+    return write(mapping, normalized, records, out, examples=examples, max_chars=max_chars, title=title)
 
 
-def _screenshot(a):
+def take_screenshot(
+    html: str, png: str, fragment: str = "", width: int = 1280, height: int = 900, timeout: float = 60.0
+) -> dict:
+    """A PNG of an HTML file in headless Chromium (e.g. the explorer).
+
+    Args:
+        html: the HTML file.
+        png: the PNG to write.
+        fragment: URL fragment, e.g. 'tag=Math' selects a tag in the explorer.
+        width: viewport width in pixels.
+        height: viewport height in pixels.
+        timeout: seconds before the browser is stopped.
+    """
     from .browser import screenshot
 
-    return screenshot(a.html, a.png, fragment=a.fragment, width=a.width, height=a.height, timeout=a.timeout)
+    return screenshot(html, png, fragment=fragment, width=width, height=height, timeout=timeout)
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser(
-        "report",
-        help="claims table, figures, provenance and tag explorer from results/",
-        description="The reproduction report (reads only results/): the paper's numbers beside this run's, the "
-        "paper's figures, provenance.json and a static tag explorer.",
-    )
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    c = acts.add_parser("claims", help="the paper's numbers beside the reproduced ones (TSV and Markdown)")
-    c.add_argument("--results", default="results", help="the results folder (default: results)")
-    c.add_argument("--config", default="{}", help="the run's config as JSON (or @file.json)")
-    c.add_argument("--config-label", default="", help="how the table names the config (e.g. its file and hash)")
-    c.add_argument("--out-tsv", required=True, help="claims table to write (results/tables/claims.tsv)")
-    c.add_argument("--out-md", required=True, help="rendered Markdown (results/report/claims.md)")
-    c.set_defaults(func=_claims)
-
-    s = acts.add_parser("sweeps", help="join samples.tsv with MT-Bench scores (results/tables/sweeps.tsv)")
-    s.add_argument("--results", default="results")
-    s.add_argument("--config", default="{}", help="the run's config as JSON (sampling.size marks the main sets)")
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=_sweeps)
-
+    from ..cli_args import add_command, stage_parser
     from .figures import FIGURES
 
-    f = acts.add_parser("figure", help="draw one figure (PNG and PDF) from its table")
-    f.add_argument("--name", required=True, choices=sorted(FIGURES), help="which figure")
-    f.add_argument("--table", required=True, help="the table it is drawn from")
-    f.add_argument("--out", required=True, help="output path without extension (.png and .pdf are written)")
-    f.add_argument("--style", default="{}", help="report.style as JSON: theme, context, palette, font_scale, dpi, ...")
-    f.add_argument("--score-name", default="score", help="colour-bar label of diversity_complexity")
-    f.set_defaults(func=_figure)
-
-    v = acts.add_parser("provenance", help="results/provenance.json: code, config, data, models, packages, spend")
-    v.add_argument("--results", default="results")
-    v.add_argument("--config", default="{}", help="the run's config as JSON (or @file.json)")
-    v.add_argument("--repo", default=".", help="the workflow's git work tree")
-    v.add_argument("--datasets", nargs="*", default=[], metavar="NAME=PATH", help="the source data files to hash")
-    v.add_argument("--out", required=True)
-    v.set_defaults(func=_provenance)
-
-    e = acts.add_parser("explorer", help="the static tag explorer (one HTML file)")
-    e.add_argument("--mapping", required=True, help="results/tables/tag_mapping.tsv")
-    e.add_argument("--normalized", required=True, help="results/normalize/normalized.jsonl")
-    e.add_argument("--records", nargs="*", default=[], help="results/data/<dataset>.jsonl files (example texts)")
-    e.add_argument("--examples", type=int, default=3, help="example queries per tag")
-    e.add_argument("--max-chars", type=int, default=240, help="an example query is cut to this many characters")
-    e.add_argument("--title", default="InsTag tag explorer")
-    e.add_argument("--out", required=True)
-    e.set_defaults(func=_explorer)
-
-    g = acts.add_parser("screenshot", help="a PNG of an HTML file in headless Chromium (e.g. the explorer)")
-    g.add_argument("--html", required=True)
-    g.add_argument("--png", required=True)
-    g.add_argument("--fragment", default="", help="URL fragment, e.g. 'tag=Math' selects a tag in the explorer")
-    g.add_argument("--width", type=int, default=1280)
-    g.add_argument("--height", type=int, default=900)
-    g.add_argument("--timeout", type=float, default=60.0, help="seconds before the browser is stopped")
-    g.set_defaults(func=_screenshot)
+    acts = stage_parser(
+        sub,
+        "report",
+        "claims table, figures, provenance and tag explorer from results/",
+        "The reproduction report (reads only results/): the paper's numbers beside this run's, the paper's "
+        "figures, provenance.json and a static tag explorer.",
+    )
+    add_command(acts, "claims", write_claims, help="the paper's numbers beside the reproduced ones (TSV and Markdown)")
+    add_command(acts, "sweeps", write_sweeps, help="join samples.tsv with MT-Bench scores (results/tables/sweeps.tsv)")
+    add_command(
+        acts,
+        "figure",
+        draw_figure,
+        help="draw one figure (PNG and PDF) from its table",
+        choices={"name": sorted(FIGURES)},
+    )
+    add_command(
+        acts,
+        "provenance",
+        write_provenance,
+        help="results/provenance.json: code, config, data, models, packages, spend",
+    )
+    add_command(acts, "explorer", write_explorer, help="the static tag explorer (one HTML file)")
+    add_command(
+        acts, "screenshot", take_screenshot, help="a PNG of an HTML file in headless Chromium (e.g. the explorer)"
+    )
