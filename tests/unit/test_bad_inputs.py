@@ -59,7 +59,8 @@ QUARANTINE_CASES = [
     case("lone_surrogate.jsonl", "qa", 3, {2: ("encoding", "invalid_json")}),
     case("deep_nesting.jsonl", "qa", 3, {2: ("invalid_json", "too_deep")}),
     case("crlf.jsonl", "qa", 2, {}),
-    case("top_level_object.json", "qa", 1, {1: "missing_field"}),
+    # JSON lines of one line: a record (here without the fields), not a wrapper (top_level_object.json is)
+    case("top_level_object.jsonl", "qa", 1, {1: "missing_field"}),
     case(
         "invisible_queries.jsonl",
         "qa",
@@ -82,6 +83,20 @@ ERROR_CASES = [
         "top level is a JSON object (keys: version, data); expected a list of records",
         None,
         id="top_level_object_pretty.json",
+    ),
+    pytest.param(
+        "top_level_object.json",
+        "qa",
+        "top level is a JSON object (keys: data); expected a list of records",
+        None,
+        id="top_level_object.json",
+    ),
+    pytest.param(
+        "top_level_object_alpaca.json",
+        "alpaca",
+        "top level is a JSON object (keys: version, data); expected a list of records",
+        None,
+        id="top_level_object_alpaca.json",
     ),
 ]
 

@@ -115,26 +115,33 @@ def iter_json_records(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _refuse_top_level_object(path: Path) -> None:
-    """A file that is one JSON object spread over several lines is not JSON lines: say a list was expected.
+    """A file whose top level is one JSON object is not a list of records: say a list was expected.
 
-    JSON lines also start with ``{``, so only a first line that is not JSON on its own is checked further.
+    JSON lines also start with ``{``, so a first line that is JSON on its own is JSON lines unless it is the
+    whole of a ``.json`` file (a one-line ``{"data": [...]}``); a ``.jsonl`` file of one line is one record.
     """
-    first = read_bytes(path, 1 << 20).removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0]
+    head = read_bytes(path, 1 << 20).removeprefix(b"\xef\xbb\xbf")
+    first, _, rest = head.partition(b"\n")
+    one_line = False
     try:
         json.loads(first)
-        return
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         pass
+    else:
+        if rest.strip() or not Path(path).name.lower().removesuffix(".gz").endswith(".json"):
+            return
+        one_line = True
     try:
         whole = json.loads(read_bytes(path).decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return  # broken JSON lines: each bad line is set aside with its reason
     if isinstance(whole, dict):
         keys = ", ".join(list(whole)[:8]) or "none"
+        hint = "; if this object is one record, name the file .jsonl" if one_line else ""
         raise InputError(
             path,
             f"the top level is a JSON object (keys: {keys}); expected a list of records "
-            "(a JSON array of objects, or one JSON object per line)",
+            f"(a JSON array of objects, or one JSON object per line){hint}",
         )
 
 
