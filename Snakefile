@@ -5,9 +5,13 @@
 #   results/data/{dataset}.jsonl                   ingested records (+ .rejected.jsonl, .stats.json)
 #   results/tagging/{dataset}/shard-{shard}.jsonl  tag lines (+ .summary.json)
 #   results/normalize/                             collected pool, one file per step, normalized.jsonl
-#   results/quality/, results/analysis/            the judge's judgments; analysis intermediates
+#   results/quality/judgments.jsonl                the LLM judge's judgments
 #   results/sampling/{ablation}/{variant}.jsonl    samples (+ .stats.json); results/sampling/pool.jsonl
-#   results/tables/*.tsv, results/figures/*        paper tables and figures, drawn from cached intermediates
+#   results/finetune/{ablation}/{variant}/seed{seed}/  one fine-tuning run: model/, run.json, loss.tsv
+#   results/mtbench/                               questions (data.json), answers/, judgments/
+#   results/instagger/                             split/, train/ (the model), predict/, scores.json
+#   results/report/, results/provenance.json       claims.md, the tag explorer; provenance of the run
+#   results/tables/*.tsv, results/figures/*        paper tables and figures (all that `analysis` writes)
 #   results/logs/<stage>/<action>/...log           one log per job; results/benchmarks/<stage>/<action>/...
 # Run one stage or ablation by naming its target rule (e.g. `snakemake stage_data`) or an output file.
 
