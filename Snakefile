@@ -16,10 +16,21 @@
 # Run one stage or ablation by naming its target rule (e.g. `snakemake stage_data`) or an output file.
 
 import os
+import shlex
+import sys
+from pathlib import Path
 
 from snakemake.utils import min_version
 
 min_version("9.27")
+
+# The `instag` console script sits beside the Python that runs Snakemake (a virtual environment's bin/).
+# Put that folder first on PATH in every job so rules find it without an activated environment. Where
+# Snakemake runs from an environment without instag (e.g. with --sdm conda), the job's env provides it.
+if (Path(sys.executable).parent / "instag").exists():
+    shell.prefix(
+        f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"; '
+    )
 
 
 # The default config applies only when none is given: Snakemake would otherwise deep-merge a

@@ -3,6 +3,9 @@
 # Figures are drawn from the tables alone, so `snakemake --forcerun analysis_figures` needs nothing upstream.
 
 
+include: "analysis_inputs.smk"
+
+
 rule analysis_tables:
     input:
         normalized="results/normalize/normalized.jsonl",

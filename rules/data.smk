@@ -1,6 +1,9 @@
 # Stage `data`: read each configured dataset into uniform records  <->  src/instag/data.py
 
 
+include: "data_inputs.smk"
+
+
 checkpoint data_ingest:
     input:
         source=get_dataset_source,

@@ -7,6 +7,9 @@
 # retrains them; adding a set or a seed trains only the new runs.
 
 
+include: "finetune_inputs.smk"
+
+
 rule finetune_train:
     input:
         sample="results/sampling/{ablation}/{variant}.jsonl",
@@ -39,8 +42,8 @@ rule finetune_train:
 
 rule finetune_summarize:
     input:
-        runs=finetune_files("run.json"),
-        timings=finetune_timing_files(),
+        runs=finetune_files(rules.finetune_train.output.run),
+        timings=finetune_files(rules.finetune_train.output.timing),
     output:
         table=report(
             "results/tables/finetune.tsv",

@@ -7,6 +7,9 @@
 # inside its one (Slurm) job.
 
 
+include: "instagger_inputs.smk"
+
+
 rule instagger_split:
     input:
         tags=get_tag_shards,

@@ -6,6 +6,9 @@
 # run vLLM in their own environment (envs/vllm.yaml); the judge jobs call GPT-4 through the openai backend.
 
 
+include: "mtbench_inputs.smk"
+
+
 rule mtbench_data:
     output:
         manifest="results/mtbench/data.json",
@@ -40,9 +43,9 @@ rule mtbench_answer:
         **resources_for("mtbench_answer"),
     params:
         settings=get_mtbench_settings_json(),
-        run_dir=get_mtbench_run_dir_option,
+        run_dir=get_mtbench_run_dir_args,
     shell:
-        "instag -v mtbench answer --settings {params.settings:q} --model {wildcards.model:q} {params.run_dir}"
+        "instag -v mtbench answer --settings {params.settings:q} --model {wildcards.model:q} {params.run_dir:q}"
         " --threads {threads} --out {output.answers:q} > /dev/null 2> {log:q}"
 
 

@@ -5,6 +5,9 @@
 # reruns only it and the steps after it; finalize writes the normalized records and the tables.
 
 
+include: "normalize_inputs.smk"
+
+
 rule normalize_collect:
     input:
         shards=get_tag_shards,

@@ -3,6 +3,9 @@
 # The judge's calls are cached in `quality.cache_dir` (outside results/), like tagging's.
 
 
+include: "quality_inputs.smk"
+
+
 rule quality_judge:
     input:
         normalized="results/normalize/normalized.jsonl",

@@ -4,6 +4,9 @@
 # table with the style of `report.style` as a parameter, so changing the style reruns only the figure jobs.
 
 
+include: "report_inputs.smk"
+
+
 rule report_claims:
     input:
         tables=get_report_tables,
@@ -111,14 +114,14 @@ rule report_provenance:
         datasets=get_report_datasets,
     shell:
         "instag -v report provenance --results results --config {params.config:q} --repo {params.repo:q}"
-        " --datasets {params.datasets} --out {output.json:q} > /dev/null 2> {log:q}"
+        " --datasets {params.datasets:q} --out {output.json:q} > /dev/null 2> {log:q}"
 
 
 rule report_explorer:
     input:
         mapping="results/tables/tag_mapping.tsv",
         normalized="results/normalize/normalized.jsonl",
-        records=get_report_records,
+        records=get_records_files,
     output:
         html=report(
             "results/report/explorer.html",

@@ -6,6 +6,9 @@
 # and `snakemake ablation_diversity` (or one results/sampling/diversity/cov<coverage>.jsonl) builds nothing else.
 
 
+include: "sampling_inputs.smk"
+
+
 rule sampling_pool:
     input:
         tags="results/normalize/normalized.jsonl",

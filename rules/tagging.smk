@@ -1,8 +1,12 @@
 # Stage `tagging`: open-set tags for every query with an LLM, sharded per dataset  <->  src/instag/tagging.py
 #
 # The number of shards of a dataset is known once it is ingested (rule data_ingest is a checkpoint), so the
-# shard list comes from `tagging_shard_files(dataset)` in common.smk (instag.tagging.n_shards of its records). Every call is cached in
-# `tagging.cache_dir` (outside results/): rerunning a shard makes no completed call twice.
+# shard list comes from `tagging_shard_files(dataset)` in tagging_inputs.smk (instag.tagging.n_shards of its
+# records). Every call is cached in `tagging.cache_dir` (outside results/): rerunning a shard makes no completed
+# call twice.
+
+
+include: "tagging_inputs.smk"
 
 
 rule tagging_estimate_cost:
