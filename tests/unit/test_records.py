@@ -69,6 +69,76 @@ def test_record_turns_are_checked():
     assert records.queries({**rec, "turns": [*rec["turns"], {"role": "assistant", "content": "yo"}]}) == ["hi"]
 
 
+def _lines(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+HEAD = {"kind": "header", "model": "m"}
+ANSWER = {"question_id": 81, "answer_id": "a", "model_id": "m", "choices": [{"index": 0, "turns": ["x", "y"]}]}
+JUDGMENT = {"question_id": 81, "model": "m", "judge": ["j", "single-v1"], "score": 5.0, "turn": 1}
+
+
+def test_answer_file_has_a_header_and_names_a_bad_line(tmp_path):
+    path = _lines(tmp_path / "a.jsonl", [HEAD, ANSWER, {**ANSWER, "choices": [{"turns": [1]}]}])
+    with pytest.raises(
+        InputError, match=r"a\.jsonl:3: not an answer line: choices\[0\]\.turns is not a list of strings"
+    ):
+        records.ANSWER.read_headed(path)
+    _lines(path, [HEAD, ANSWER, {"question_id": "81", "choices": []}])
+    with pytest.raises(InputError, match=r"a\.jsonl:3: not an answer line: 'question_id' is str"):
+        records.ANSWER.read_headed(path)
+    _lines(path, [ANSWER])  # FastChat's own answer files (reference answers) have no header
+    assert records.ANSWER.read_headed(path) == (None, [ANSWER])
+    with pytest.raises(InputError, match=r"a\.jsonl: no header line"):
+        records.ANSWER.read_headed(path, need_header=True)
+    _lines(path, [{**HEAD, "model": None}, ANSWER])
+    with pytest.raises(InputError, match=r"a\.jsonl:1: not a header line: 'model' is NoneType"):
+        records.ANSWER.read_headed(path)
+
+
+def test_headed_writer_writes_the_header_first_and_counts_it_in_line_numbers(tmp_path):
+    path = tmp_path / "j.jsonl"
+    assert records.JUDGMENT.write(path, [JUDGMENT, {**JUDGMENT, "turn": 2}], header=HEAD) == 2
+    assert records.JUDGMENT.read_headed(path, need_header=True) == (HEAD, [JUDGMENT, {**JUDGMENT, "turn": 2}])
+    assert path.read_text().splitlines()[0] == '{"kind":"header","model":"m"}'
+    with pytest.raises(InputError, match=r"j\.jsonl:3: refusing to write a bad judgment line: 'score' is str"):
+        records.JUDGMENT.write(path, [JUDGMENT, {**JUDGMENT, "score": "5"}], header=HEAD)
+    with pytest.raises(InputError, match=r"j\.jsonl:1: refusing to write a bad judgment header: 'kind' is 'x'"):
+        records.JUDGMENT.write(path, [JUDGMENT], header={**HEAD, "kind": "x"})
+    with pytest.raises(InputError, match="this format has no header"):
+        records.SAMPLE.write(tmp_path / "s.jsonl", [], header=HEAD)
+
+
+def test_judgment_lines_take_fastchat_scores_and_turns():
+    assert records.JUDGMENT.problem({**JUDGMENT, "score": -1, "tstamp": 0.0}) is None  # FastChat's failure
+    assert records.JUDGMENT.problem({**JUDGMENT, "score": None}) is None  # ours
+    assert "'score' is bool" in records.JUDGMENT.problem({**JUDGMENT, "score": True})
+    assert "1 or more" in records.JUDGMENT.problem({**JUDGMENT, "turn": 0})
+
+
+def test_prediction_and_split_lines_name_file_and_line(tmp_path):
+    pred = {
+        "id": "r#0",
+        "dataset": "d",
+        "turn": 0,
+        "tags": [{"tag": "x"}],
+        "status": "ok",
+        "backend": "b",
+        "model": "m",
+    }
+    path = _lines(tmp_path / "p.jsonl", [pred, {**pred, "tags": None}])
+    with pytest.raises(InputError, match=r"p\.jsonl:2: not a prediction line: status 'ok' with no 'tags' list"):
+        list(records.PREDICTION.rows(path))
+    _lines(path, [pred, {**pred, "model": 3}])
+    with pytest.raises(InputError, match=r"p\.jsonl:2: not a prediction line: 'model' is int"):
+        list(records.PREDICTION.rows(path))
+    line = {"id": "r#0", "record_id": "r", "dataset": "d", "turn": 0, "query": "q", "tags": [], "gold": ["x"]}
+    path = _lines(tmp_path / "t.jsonl", [line, {**line, "gold": [{"tag": "x"}]}])
+    with pytest.raises(InputError, match=r"t\.jsonl:2: not an InsTagger split line: 'gold' is not a list of strings"):
+        list(records.SPLIT_LINE.rows(path))
+
+
 def _demo(
     path: str,
     items: list[str],
