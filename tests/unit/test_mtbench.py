@@ -140,6 +140,20 @@ def test_backend_template_mismatch_fails_or_goes_raw():
     assert choose_mode(None, ChatML(), "auto")[0] == "messages"
 
 
+def test_answering_spec_is_the_backends_choice(tmp_path):
+    from instag.mtbench.answer import answering_spec
+
+    assert answering_spec({"backend": "scripted"}, tmp_path) == {"backend": "scripted"}  # loads no weights
+    assert answering_spec({"backend": "transformers"}, tmp_path)["model"] == str(tmp_path / "model")
+    assert answering_spec({"backend": "embedded", "model": "x.gguf"}, tmp_path)["model"] == "x.gguf"
+    with pytest.raises(InputError, match=r"model\.gguf"):
+        answering_spec({"backend": "embedded"}, tmp_path)
+    (tmp_path / "model.gguf").write_bytes(b"")
+    assert answering_spec({"backend": "embedded"}, tmp_path)["model"] == str(tmp_path / "model.gguf")
+    with pytest.raises(ConfigError, match="cannot load a fine-tuned run's model"):
+        answering_spec({"backend": "openai"}, tmp_path)
+
+
 # ------------------------------------------------------------------------------------------------ judge
 
 

@@ -10,8 +10,9 @@ implementation lazily.
 :class:`Backend` declares every capability a stage or the cache may use, with a default, so nothing probes
 for attributes or names a backend: ``paid`` (bills per token: the cost rule), ``takes_threads``, ``streams``
 (``generate`` reports each response through ``on_response``), ``raw_prompts`` (accepts
-:attr:`ChatRequest.prompt`), ``small_model`` (prefers zero-shot prompts), ``engine``, ``reported_model``,
-``load``, ``lookup``, ``count_tokens``, ``truncate_text``, ``render``, ``call_stats`` and ``info``.
+:attr:`ChatRequest.prompt`), ``small_model`` (prefers zero-shot prompts), ``spec_for_run`` (loads a fine-tuning
+run's model), ``engine``, ``reported_model``, ``load``, ``lookup``, ``count_tokens``, ``truncate_text``,
+``render``, ``call_stats`` and ``info``.
 
 Changes to this file must stay backward compatible: add optional fields, never rename or remove.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 #: characters per token assumed where a backend has no tokenizer of its own (API models)
@@ -108,6 +110,12 @@ class Backend:
     #: requests a backend call can usefully take at once (the cache sends misses in chunks of this size)
     concurrency: int = 0
     batch_size: int = 0
+
+    @classmethod
+    def spec_for_run(cls, spec: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+        """``spec`` (this backend's) set to load the model a fine-tuning run wrote to ``run_dir`` (``model/``:
+        the HF folder, ``model.gguf``: the GGUF repack), or None when this backend cannot load one (default)."""
+        return None
 
     # ------------------------------------------------------------------ identity
     @property

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from .base import Backend, ChatRequest, ChatResponse, GenerationParams, OnResponse, ProgressFn
 from .local import (
     batched_order,
@@ -309,6 +309,14 @@ class EmbeddedBackend(Backend):
     streams = True
     raw_prompts = True
     small_model = True
+
+    @classmethod
+    def spec_for_run(cls, spec: dict, run_dir: Path) -> dict:
+        """The run's GGUF repack (OpenVINO GenAI reads GGUF files, not HF folders)."""
+        gguf = Path(run_dir) / "model.gguf"
+        if not gguf.is_file():
+            raise InputError(gguf, "the embedded backend loads a fine-tuned run's GGUF repack, which is missing")
+        return {**spec, "model": str(gguf)}
 
     def __init__(
         self,

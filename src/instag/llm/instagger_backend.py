@@ -62,6 +62,11 @@ class InsTaggerBackend(TransformersBackend):
 
     name = "instagger"
 
+    @classmethod
+    def spec_for_run(cls, spec: dict, run_dir: Path) -> None:
+        """None: an InsTagger is loaded from its own training run (``model``), not from a fine-tuning run."""
+        return None
+
     def __init__(
         self,
         model: str,

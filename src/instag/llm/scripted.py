@@ -26,6 +26,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from .base import Backend, ChatRequest, ChatResponse, ProgressFn
 
@@ -53,6 +54,11 @@ class ScriptedBackend(Backend):
     default_model = "scripted"
     streams = True
     raw_prompts = True
+
+    @classmethod
+    def spec_for_run(cls, spec: dict, run_dir: Path) -> dict:
+        """Any run will do: a scripted backend loads no weights."""
+        return spec
 
     def __init__(
         self,

@@ -56,6 +56,11 @@ class TransformersBackend(Backend):
     streams = True
     raw_prompts = True
 
+    @classmethod
+    def spec_for_run(cls, spec: dict, run_dir: Path) -> dict:
+        """The run's HF folder."""
+        return {**spec, "model": str(Path(run_dir) / "model")}
+
     def __init__(
         self,
         model: str,

@@ -104,6 +104,11 @@ class VLLMBackend(Backend):
     name = "vllm"
     raw_prompts = True
 
+    @classmethod
+    def spec_for_run(cls, spec: dict, run_dir: Path) -> dict:
+        """The run's HF folder."""
+        return {**spec, "model": str(Path(run_dir) / "model")}
+
     def __init__(
         self,
         model: str,

@@ -25,6 +25,7 @@ import logging
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
+from ..records import ANSWER
 from .data import load, temperature_of
 from .template import ChatTemplate, check_against_fastchat, fastchat_reference, from_record
 
@@ -45,22 +46,18 @@ def read_run(run_dir: str | Path) -> dict:
 
 
 def answering_spec(backend: dict, run_dir: str | Path | None) -> dict:
-    """The backend spec that answers with a fine-tuning run's model: the run's GGUF repack for the embedded
-    backend (OpenVINO GenAI, f32), its HF folder for transformers and vllm."""
+    """The backend spec that answers with a fine-tuning run's model, as the backend loads one
+    (:meth:`~instag.llm.base.Backend.spec_for_run`: the run's GGUF repack for the embedded backend
+    (OpenVINO GenAI, f32), its HF folder for transformers and vllm)."""
+    from ..llm import backend_class
+
     spec = dict(backend)
-    if run_dir is None or spec.get("model") or spec["backend"] == "scripted":
+    if run_dir is None or spec.get("model"):
         return spec
-    run_dir = Path(run_dir)
-    if spec["backend"] == "embedded":
-        gguf = run_dir / "model.gguf"
-        if not gguf.is_file():
-            raise InputError(gguf, "the embedded backend answers with the run's GGUF repack, which is missing")
-        spec["model"] = str(gguf)
-    elif spec["backend"] in ("transformers", "vllm"):
-        spec["model"] = str(run_dir / "model")
-    else:
+    out = backend_class(spec["backend"]).spec_for_run(spec, Path(run_dir))
+    if out is None:
         raise ConfigError("mtbench.answer.backend", f"backend {spec['backend']!r} cannot load a fine-tuned run's model")
-    return spec
+    return out
 
 
 def clean_answer(text: str | None, stops: tuple[str, ...]) -> str:
@@ -93,7 +90,7 @@ def choose_mode(template: ChatTemplate | None, backend, mode: str = "auto") -> t
                 f"({template.name}):\n  run.json: {ours!r}\n  backend:  {theirs!r}",
             )
         return "messages", f"backend renders the recorded {template.name} template identically"
-    if not getattr(backend, "raw_prompts", False):
+    if not backend.raw_prompts:
         raise ConfigError(
             "mtbench.answer.backend",
             f"backend {backend.name!r} renders {theirs!r} for the recorded {template.name} template "
@@ -128,7 +125,6 @@ def answer_model(
     backend_obj=None,
 ) -> dict:
     """Answer both turns of every question with one model; write its answers file; return a summary."""
-    from ..io import write_jsonl
     from ..llm import ChatRequest, GenerationParams
     from .jobs import make_job
 
@@ -208,8 +204,8 @@ def answer_model(
                         "text": text,
                         "ok": r.ok,
                         "error": r.error,
-                        "tokens": getattr(resp, "completion_tokens", None) if resp else None,
-                        "finish": getattr(resp, "finish_reason", None) if resp else None,
+                        "tokens": resp.completion_tokens if resp else None,
+                        "finish": resp.finish_reason if resp else None,
                     }
                 )
         info_b = job.backend_info
@@ -250,7 +246,7 @@ def answer_model(
         "sampling_seed": seed,
         "data": bench.manifest(),
     }
-    write_jsonl(out, [header, *records])
+    ANSWER.write(out, records, header=header)
     n_err = sum(len(r["errors"]) for r in records)
     cut = sum(1 for r in records for f in r["finish"] if f == "length")
     summary = {
