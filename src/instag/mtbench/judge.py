@@ -30,7 +30,8 @@ import logging
 import re
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
+from ..records import ANSWER, JUDGMENT
 from .data import JUDGE_PROMPT_NAMES, NEED_REF_CATS, BenchData
 
 log = logging.getLogger(__name__)
@@ -105,21 +106,7 @@ def prompt_version(bench: BenchData) -> str:
 
 def read_answers(path: str | Path) -> tuple[dict, list[dict]]:
     """An answers file written by :mod:`instag.mtbench.answer`: (its header, the answer records)."""
-    from ..io import iter_jsonl
-
-    header, answers = None, []
-    for line, rec in iter_jsonl(path):
-        if not isinstance(rec, dict):
-            raise InputError(path, "an answers line must be a JSON object", line)
-        if rec.get("kind") == "header":
-            header = rec
-            continue
-        if "question_id" not in rec or "choices" not in rec:
-            raise InputError(path, "an answer needs 'question_id' and 'choices'", line)
-        answers.append(rec)
-    if header is None:
-        raise InputError(path, "no header line (kind: header): not an instag mtbench answers file")
-    return header, answers
+    return ANSWER.read_headed(path, need_header=True)  # type: ignore[return-value]
 
 
 def build_cases(bench: BenchData, answers: list[dict], repeats: int) -> list[dict]:
@@ -177,7 +164,7 @@ def judge_model(
     backend=None,
 ) -> dict:
     """Judge every answer of one model's answers file; write the judgment records; return a summary."""
-    from ..io import write_json, write_jsonl
+    from ..io import write_json
     from ..llm import ChatRequest, GenerationParams
     from .data import load
     from .jobs import make_job
@@ -288,7 +275,7 @@ def judge_model(
         "data": bench.manifest(),
         "answers": {"file": str(answers_file), "sha256": _sha(answers_file)},
     }
-    write_jsonl(out, [head, *records])
+    JUDGMENT.write(out, records, header=head)
     failed = sum(1 for x in records if x["status"] != "ok")
     summary = {
         "model": header["model"],

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import iter_jsonl
+from ..records import JUDGMENT
 
 MAIN_COLUMNS = [
     "model",
@@ -71,24 +71,14 @@ CATEGORY_COLUMNS = [
 
 
 def read_judgments(path: str | Path) -> tuple[dict | None, list[dict]]:
-    """(header or None, records); FastChat's -1 becomes a failure (score None)."""
-    header, rows = None, []
-    for n, rec in iter_jsonl(path):  # a line that is not JSON raises, naming file and line
-        if not isinstance(rec, dict):
-            raise InputError(path, "a line must be a JSON object", n)
-        if rec.get("kind") == "header":
-            header = rec
-            continue
-        for key in ("question_id", "model", "score", "turn"):
-            if key not in rec:
-                raise InputError(path, f"a judgment needs {key!r}", n)
-        score = rec["score"]
-        if score is not None and not isinstance(score, int | float):
-            raise InputError(path, f"score must be a number or null, not {score!r}", n)
-        if score is not None and score == -1:  # FastChat's marker for "no score found"
-            score = None
-        rows.append({**rec, "score": score, "repeat": rec.get("repeat", 0), "category": rec.get("category")})
-    return header, rows
+    """(header or None, records) of one of our judgments files or FastChat's; FastChat's -1 becomes a
+    failure (score None)."""
+    header, rows = JUDGMENT.read_headed(path)
+    out = []
+    for rec in rows:
+        score = None if rec["score"] == -1 else rec["score"]  # FastChat's marker for "no score found"
+        out.append({**rec, "score": score, "repeat": rec.get("repeat", 0), "category": rec.get("category")})
+    return header, out
 
 
 def fastchat_averages(rows: list[dict]) -> dict[str, dict[str, float]]:
