@@ -326,8 +326,8 @@ def test_score_writes_table_with_paper_numbers(tagged):
 
 def test_score_missing_prediction_names_file(tagged):
     _split(tagged, seed=0)
-    _write_jsonl(tagged / "pred.jsonl", [{"id": "nope", "status": "ok", "tags": []}])
-    with pytest.raises(InputError, match="pred.jsonl"):
+    _write_jsonl(tagged / "pred.jsonl", [{"id": "nope", "dataset": "d", "turn": 0, "status": "ok", "tags": []}])
+    with pytest.raises(InputError, match="pred.jsonl: .* test queries have no prediction"):
         score(
             str(tagged / "test.jsonl"),
             [f"distilled={tagged / 'pred.jsonl'}"],

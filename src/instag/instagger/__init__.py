@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from ..io import iter_jsonl, write_json, write_jsonl, write_tsv
+from ..io import write_json, write_jsonl, write_tsv
+from ..records import PREDICTION
 from . import metrics
 from .split import TagMapping, normalize_tags, read_split, split
 
@@ -155,11 +156,9 @@ def _read_predictions(path: str | Path, ids: list[str]) -> tuple[dict[str, list[
     """Predicted tags per test id (None: the system's answer failed) and the system's identity."""
     got: dict[str, list[str] | None] = {}
     ident: dict = {}
-    for line, row in iter_jsonl(path):
-        if not isinstance(row, dict) or "id" not in row:
-            raise InputError(path, "a prediction line needs 'id', 'tags' and 'status'", line)
-        ok = row.get("status") == "ok" and isinstance(row.get("tags"), list)
-        got[str(row["id"])] = [t["tag"] for t in row["tags"] if isinstance(t, dict) and "tag" in t] if ok else None
+    for row in PREDICTION.rows(path):
+        ok = row["status"] == "ok"  # an "ok" prediction has a tags list (PREDICTION checks it)
+        got[row["id"]] = [t["tag"] for t in row["tags"] if isinstance(t, dict) and "tag" in t] if ok else None
         if not ident:
             ident = {"backend": row.get("backend"), "model": row.get("model")}
     missing = [i for i in ids if i not in got]

@@ -10,8 +10,10 @@ own system message), as TagLM is and as downstream tools call the released ``OFA
 
 from __future__ import annotations
 
+import functools
 import json
-from importlib import resources
+
+from ..llm.prompts import load_prompt
 
 PLACEHOLDER = "{instruction}"
 TEMPLATE_NAME = "vicuna_v1.1"
@@ -20,9 +22,10 @@ TEMPLATE_NAME = "vicuna_v1.1"
 PROMPT_NAME = "instagger"  # the packaged template's name (tagging.prompt)
 
 
+@functools.cache
 def template() -> str:
     """The InsTagger user turn with ``{instruction}`` where the query goes."""
-    return resources.files("instag.prompts").joinpath(f"{PROMPT_NAME}.txt").read_text(encoding="utf-8").rstrip("\n")
+    return load_prompt(PROMPT_NAME, placeholders=[PLACEHOLDER])
 
 
 def user_turn(query: str) -> str:

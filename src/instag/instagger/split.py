@@ -33,7 +33,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..errors import ConfigError, InputError
-from ..io import iter_jsonl, read_tsv, write_json, write_jsonl
+from ..io import read_tsv, write_json
+from ..records import RECORD, SPLIT_LINE, TAG_LINE, queries
 from .metrics import norm_tag
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,6 @@ def record_key(seed: int, dataset: str, record_id: str) -> str:
     return hashlib.sha256(f"{seed}\0{dataset}\0{record_id}".encode()).hexdigest()
 
 
-def _user_turns(rec: dict, path, line) -> list[str]:
-    try:
-        return [str(t["content"]) for t in rec["turns"] if t["role"] == "user"]
-    except (KeyError, TypeError):
-        raise InputError(path, "a record needs 'id' and 'turns' of {role, content}", line) from None
-
-
 def split(
     tag_files: Sequence[str | Path],
     records_files: Sequence[str | Path],
@@ -128,31 +122,24 @@ def split(
     failed_by_dataset: Counter = Counter()
     answers: dict[tuple[str, str], dict[int, list[dict]]] = {}
     for path in tag_files:
-        for line, row in iter_jsonl(path):
-            if not isinstance(row, dict) or "id" not in row:
-                raise InputError(path, "a tag line needs 'id', 'dataset', 'turn', 'tags' and 'status'", line)
+        for row in TAG_LINE.rows(path):
             stats["tag_lines"] += 1
-            turn = row.get("turn", row.get("q"))
-            if not isinstance(turn, int):
-                raise InputError(path, "a tag line needs an integer 'turn'", line)
-            if row.get("status") != "ok" or not row.get("tags"):
+            if row["status"] != "ok" or not row["tags"]:
                 stats["failed_excluded"] += 1
-                failed_by_dataset[str(row.get("dataset", ""))] += 1
+                failed_by_dataset[row["dataset"]] += 1
                 continue
-            key = (str(row.get("dataset", "")), str(row["id"]))
+            key = (row["dataset"], row["id"])
             turns = answers.setdefault(key, {})
-            if turn in turns:
+            if row["turn"] in turns:
                 stats["duplicate_lines"] += 1
                 continue
-            turns[turn] = [t for t in row["tags"] if isinstance(t, dict) and isinstance(t.get("tag"), str)]
+            turns[row["turn"]] = [t for t in row["tags"] if isinstance(t, dict) and isinstance(t.get("tag"), str)]
     texts: dict[tuple[str, str], list[str]] = {}
     for path in records_files:
-        for line, rec in iter_jsonl(path):
-            if not isinstance(rec, dict) or "id" not in rec:
-                raise InputError(path, "a record needs 'id' and 'turns'", line)
-            key = (str(rec.get("dataset", "")), str(rec["id"]))
+        for rec in RECORD.rows(path):
+            key = (rec["dataset"], rec["id"])
             if key in answers and key not in texts:
-                texts[key] = _user_turns(rec, path, line)
+                texts[key] = queries(rec)
     tag_map = TagMapping.read(mapping)
 
     items: list[tuple[str, str, str, int, dict]] = []  # (hash, dataset, record id, turn, line)
@@ -204,8 +191,8 @@ def split(
         train = train[:train_size]
     if len(test) < test_size:
         log.warning("only %d usable queries for a test set of %d", len(test), test_size)
-    write_jsonl(train_out, train)
-    write_jsonl(test_out, test)
+    SPLIT_LINE.write(train_out, train)
+    SPLIT_LINE.write(test_out, test)
     result = {
         "seed": seed,
         "test_size": test_size,
@@ -247,9 +234,4 @@ def split(
 
 def read_split(path: str | Path) -> list[dict]:
     """The lines of a train or test file (each checked for the fields later steps use)."""
-    out = []
-    for line, row in iter_jsonl(path):
-        if not isinstance(row, dict) or not {"id", "query", "gold"} <= set(row):
-            raise InputError(path, "a split line needs 'id', 'query', 'tags' and 'gold'", line)
-        out.append(row)
-    return out
+    return list(SPLIT_LINE.rows(path))
