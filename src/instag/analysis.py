@@ -31,6 +31,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import gc_paused, iter_jsonl_batches, read_tsv, write_tsv
+from .records import NORMALIZED
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,7 @@ MIN_DATASETS_FOR_CORRELATION = 3
 def _read(path: str | Path):
     for batch in iter_jsonl_batches(path):
         for line, rec in batch:
-            if not isinstance(rec, dict) or not isinstance(rec.get("tags"), list) or "dataset" not in rec:
-                raise InputError(path, "a normalized record needs 'dataset' and a 'tags' list", line)
-            yield rec
+            yield NORMALIZED.checked(path, line, rec)
 
 
 class TagCounts:

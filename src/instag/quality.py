@@ -39,11 +39,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import ConfigError, InputError
-from .io import iter_jsonl, write_jsonl, write_tsv
+from .io import write_jsonl, write_tsv
 from .llm.base import ChatRequest, GenerationParams
 from .llm.job import JobSettings, LLMJob
 from .llm.parsing import first_json
 from .llm.prompts import content_hash, fill, load_prompt, load_schema
+from .records import NORMALIZED, RECORD, queries
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +156,9 @@ def sample_cases(
 
 
 def _query_texts(records_files: Sequence[str | Path], wanted: set[str]) -> dict[str, list[str]]:
-    from .data import queries
-
     out: dict[str, list[str]] = {}
     for path in records_files:
-        for line, rec in iter_jsonl(path):
-            if not isinstance(rec, dict) or "id" not in rec or "turns" not in rec:
-                raise InputError(path, "a data record needs 'id' and 'turns'", line)
+        for rec in RECORD.rows(path):
             if rec["id"] in wanted:
                 out[rec["id"]] = queries(rec)
     return out
@@ -219,11 +216,7 @@ def evaluate(
         cost_estimate: TSV to write the cost estimate to, before any call
         threads: CPU threads of a local judge model
     """
-    recs = []
-    for line, rec in iter_jsonl(normalized):
-        if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("tags"), list):
-            raise InputError(normalized, "a normalized record needs 'id' and a 'tags' list", line)
-        recs.append(rec)
+    recs = list(NORMALIZED.rows(normalized))
     cases = sample_cases(
         recs,
         n_precision=n_precision,

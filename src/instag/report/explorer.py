@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io import atomic_write, iter_jsonl, read_tsv
+from ..records import NORMALIZED
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,7 @@ def build_data(
     freq: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     wanted: dict[str, list[tuple[str, int]]] = defaultdict(list)
     need: set[tuple[str, int]] = set()
-    for line, rec in iter_jsonl(normalized):
-        if not isinstance(rec, dict) or "dataset" not in rec or not isinstance(rec.get("tags"), list):
-            raise InputError(normalized, "a normalized record needs 'dataset' and a 'tags' list", line)
+    for rec in NORMALIZED.rows(normalized):
         d = rec["dataset"]
         if d not in ds_index:
             ds_index[d] = len(datasets)
