@@ -16,17 +16,20 @@ Each part runs in its own process. Prints answers/s (question = both turns), gen
 Judging: ``--judge-requests`` judgments (FastChat's prompts over hand-made answers) through
 :func:`instag.mtbench.judge.judge_model` with the openai backend at ``--concurrency`` against the loopback
 server (in its own process) with ``--delay``; prints judgments/s and the share of the ideal rate
-concurrency / delay (target >= 90% at 64). The ``openai`` SDK and ``aiohttp`` are imported before the clock starts (a
+concurrency / delay (target >= 90% at 64). By default the number of judgments is what the ideal rate makes in
+``--judge-seconds`` (20 s: 6400 at 64 / 0.2 s), as benchmarks/api_client.py does, so that the first round's
+connection set-up (~0.2 s for 64 new connections) does not decide the figure; ``--judge-requests`` sets it. The ``openai`` SDK and ``aiohttp`` are imported before the clock starts (a
 one-time cost per process, ~1 s here, printed apart: it is not a rate). The load average is printed before and after.
 
     python benchmarks/mtbench.py --run-dir results/finetune/size/n60/seed42
-    python benchmarks/mtbench.py --skip-answer --judge-requests 1280
+    python benchmarks/mtbench.py --skip-answer                      # judging only, ~20 s at the ideal rate
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -182,7 +185,8 @@ def bench_judge(a) -> dict:
     from tests.support.openai_server import OpenAIServer
 
     bench = load()
-    repeats = max(1, -(-a.judge_requests // (2 * len(bench.questions))))
+    wanted = a.judge_requests or math.ceil(a.judge_seconds * a.concurrency / a.delay)
+    repeats = max(1, -(-wanted // (2 * len(bench.questions))))
     t_import = time.perf_counter()
     import aiohttp  # noqa: F401  (the loopback transport's)
     import openai  # noqa: F401  (the backend's one-time imports, kept out of the rate)
@@ -232,7 +236,13 @@ def main(argv=None) -> int:
     p.add_argument("--per-category", type=int, default=2)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--judge-requests", type=int, default=1280)
+    p.add_argument(
+        "--judge-seconds",
+        type=float,
+        default=20.0,
+        help="judge for this many seconds at the ideal rate (default 20; judgments = seconds x concurrency / delay)",
+    )
+    p.add_argument("--judge-requests", type=int, default=None, help="judgments to make (overrides --judge-seconds)")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--delay", type=float, default=0.2)
     p.add_argument("--skip-answer", action="store_true")

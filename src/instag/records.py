@@ -12,7 +12,7 @@ next one cannot read. Formats (files under ``results/``)::
     NORMALIZED  normalize/normalized.jsonl         {"id", "dataset", "tags", "queries", "status"}
     POOL_ITEM   sampling/pool.jsonl                {"id", "dataset", "tags"}
     SAMPLE      sampling/<ablation>/<variant>.jsonl  {"id", "dataset", "tags"} in selection order
-    ANSWER      mtbench/answers/<model>.jsonl      header, then {"question_id", "answer_id", "model_id", "choices", ...}
+    ANSWER      mtbench/answers/<model>.jsonl      header, then {"question_id", "model_id", "choices", "answer_id"?, ...}
     JUDGMENT    mtbench/judgments/<model>.jsonl    header, then {"question_id", "model", "score", "turn", ...}
     SPLIT_LINE  instagger/split/{train,test}.jsonl  {"id", "record_id", "dataset", "turn", "query", "tags", "gold", ...}
     PREDICTION  instagger/predict/<system>.jsonl   a tag line with the system's "backend" and "model"
@@ -237,8 +237,8 @@ def _judgment(row: dict) -> str | None:
 HEADER = Format("header", {"kind": STR, "model": STR}, check=_header)
 ANSWER = Format(
     "answer",
-    {"question_id": INT, "answer_id": STR, "model_id": STR, "choices": LIST},
-    {"category": STR, "temperature": NUMBER, "tokens": LIST, "finish": LIST, "errors": LIST},
+    {"question_id": INT, "model_id": STR, "choices": LIST},
+    {"answer_id": STR, "category": STR, "temperature": NUMBER, "tokens": LIST, "finish": LIST, "errors": LIST},
     _answer,
     header=HEADER,
 )
