@@ -8,12 +8,20 @@ The same real queries (default 64: the first 8 usable user turns of 8 datasets i
     (engine auto = OpenVINO GenAI with the tag grammar), in chunks, with parsing and retries; the LLM cache
     is off so every query is computed.
 
+(c) issue 16's anchor, re-run in the same run: the best engine measured here before the project existed
+    (../shared/NOTES.md): OpenVINO GenAI on int8 weights (the package's GGUF requantized to Q8_0 with the
+    ``gguf`` package, in a temporary folder) at its default precision, ``LLMPipeline.generate`` on batches of
+    32 prompts, with xgrammar through ``StructuredOutputConfig(json_schema=...)`` on the tag schema without
+    our length bounds (as it was then; outputs that hit the token limit do not parse).
+
 Each part runs in its own process (peak memory per part). Prints queries/s, generated tokens/s, the (b)/(a)
-ratios, peak RSS and the parse-success rate; the goal (issue 4) is (b) >= 20x (a) in queries/s and 100% parsed.
+ratios, peak RSS and the parse-success rate; the goal (issue 4) is (b) >= 20x (a) in queries/s and 100% parsed;
+issue 16's is (b) >= 2x (c) in queries/s, 100% parsed, with as many distinct valid tags as (c) or more.
 Other processes share the CPU on a busy machine: the load average is printed before and after.
 
     python benchmarks/tagging.py                     # 64 queries, 2 threads, greedy, 256 new tokens
     python benchmarks/tagging.py --sequential-limit 16 --threads 2 --json out.json
+    python benchmarks/tagging.py --skip-sequential --prompt tagging_no_examples      # stage vs anchor (issue 16)
 """
 
 from __future__ import annotations
@@ -134,7 +142,9 @@ def run_stage(queries: list[str], settings: dict, threads: int) -> dict:
         lines += tagger.tag(items[i : i + s.chunk_size], counts)
     dt = time.perf_counter() - t0
     tagger.close()
+    distinct = {t["tag"].strip().lower() for line in lines if line.get("tags") for t in line["tags"]}
     return {
+        "distinct_tags": len(distinct),
         "queries": len(items),
         "seconds": dt,
         "generated_tokens": tokens["n"],
@@ -145,6 +155,86 @@ def run_stage(queries: list[str], settings: dict, threads: int) -> dict:
         "load_seconds": load_s,
         "engine": f"{raw.name}/{raw.engine} ({raw.revision.split('+')[-1]})",
         "example": lines[0]["tags"] if lines else None,
+    }
+
+
+def q8_0_gguf(src: Path, dest: Path) -> Path:
+    """``src`` with every matrix requantized to Q8_0 (int8 with a scale per 32 weights); vectors in f32."""
+    import gguf
+    import numpy as np
+
+    out = dest / (src.name.split(".")[0] + ".Q8_0.gguf")
+    reader = gguf.GGUFReader(str(src))
+    writer = gguf.GGUFWriter(str(out), reader.fields["general.architecture"].contents())
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name in ("general.architecture", "general.file_type"):
+            continue
+        vtype = field.types[0]
+        writer.add_key_value(
+            name, field.contents(), vtype, sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        )
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    for t in reader.tensors:
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        if w.ndim > 1:
+            q8 = gguf.GGMLQuantizationType.Q8_0
+            writer.add_tensor(t.name, gguf.quants.quantize(w, q8), raw_dtype=q8)
+        else:
+            writer.add_tensor(t.name, w)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def run_anchor(queries: list[str], settings: dict, threads: int) -> dict:
+    """(c): OpenVINO GenAI int8, default precision, batches of 32, xgrammar on the unbounded tag schema."""
+    import tempfile
+
+    import openvino_genai as og
+
+    from instag.llm.embedded import find_gguf
+    from instag.tagging import TaggingSettings, load_schema, load_template, parse_tags, render_prompt
+
+    s = TaggingSettings.from_dict(settings)
+    schema = load_schema()
+    schema.pop("maxItems", None)
+    for prop in schema["items"]["properties"].values():
+        prop.pop("maxLength", None)
+    with tempfile.TemporaryDirectory(prefix="bench-anchor-") as tmp:
+        gguf_path = q8_0_gguf(find_gguf(), Path(tmp))
+        t_load = time.perf_counter()
+        pipe = og.LLMPipeline(str(gguf_path), "CPU", INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
+        load_s = time.perf_counter() - t_load
+    tok = pipe.get_tokenizer()
+    template = load_template(s.prompt)
+    prompts = [
+        tok.apply_chat_template(
+            ([{"role": "system", "content": s.system}] if s.system else [])
+            + [{"role": "user", "content": render_prompt(template, q)}],
+            add_generation_prompt=True,
+        )
+        for q in queries
+    ]
+    cfg = pipe.get_generation_config()
+    cfg.max_new_tokens, cfg.apply_chat_template, cfg.do_sample = s.max_tokens, False, False
+    cfg.structured_output_config = og.StructuredOutputConfig(json_schema=json.dumps(schema))
+    texts: list[str] = []
+    t0 = time.perf_counter()
+    for i in range(0, len(prompts), 32):
+        texts += list(pipe.generate(prompts[i : i + 32], cfg).texts)
+    dt = time.perf_counter() - t0
+    parsed = [parse_tags(t).tags for t in texts]
+    return {
+        "queries": len(queries),
+        "seconds": dt,
+        "generated_tokens": sum(len(tok.encode(t, add_special_tokens=False).input_ids.data[0]) for t in texts),
+        "parsed": sum(p is not None for p in parsed),
+        "distinct_tags": len({x["tag"].strip().lower() for p in parsed if p for x in p}),
+        "peak_rss_mb": peak_mb(),
+        "load_seconds": load_s,
+        "engine": "anchor: OpenVINO GenAI int8 (Q8_0), default precision, batch 32, json_schema",
     }
 
 
@@ -184,6 +274,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backend-json", default='{"backend": "embedded"}', help="backend spec of part (b)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--skip-sequential", action="store_true")
+    ap.add_argument("--skip-anchor", action="store_true", help="do not re-run issue 16's anchor (c)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -200,6 +291,8 @@ def main(argv=None) -> int:
         seq_q = queries[: args.sequential_limit] if args.sequential_limit else queries
         results["sequential"] = in_process("run_sequential", seq_q, settings, args.threads)
     results["stage"] = in_process("run_stage", queries, settings, args.threads)
+    if not args.skip_anchor:
+        results["anchor"] = in_process("run_anchor", queries, settings, args.threads)
     print(f"load average after: {os.getloadavg()}")
     rows = []
     for name, r in results.items():
@@ -210,7 +303,8 @@ def main(argv=None) -> int:
         print(
             f"{name:10s} {r['engine']}: {r['queries']} queries in {r['seconds']:.1f} s = {r['queries_per_s']:.3f} q/s, "
             f"{r['tokens_per_s']:.1f} generated tok/s, parsed {r['parsed']}/{r['queries']} "
-            f"({100 * r['parse_rate']:.0f}%), peak RSS {r['peak_rss_mb']:.0f} MB"
+            f"({100 * r['parse_rate']:.0f}%), {r.get('distinct_tags', '-')} distinct tags, "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB"
         )
     if "sequential" in results:
         a, b = results["sequential"], results["stage"]
@@ -219,6 +313,14 @@ def main(argv=None) -> int:
         print(
             f"ratio stage/sequential: {results['ratio_queries_per_s']:.1f}x queries/s, "
             f"{results['ratio_tokens_per_s']:.1f}x generated tokens/s (goal: >= 20x queries/s, 100% parsed)"
+        )
+    if "anchor" in results:
+        b, c = results["stage"], results["anchor"]
+        results["ratio_to_anchor"] = b["queries_per_s"] / c["queries_per_s"]
+        print(
+            f"ratio stage/anchor (same run): {results['ratio_to_anchor']:.2f}x queries/s, "
+            f"{b['tokens_per_s'] / c['tokens_per_s']:.2f}x generated tokens/s; parsed {b['parsed']} vs {c['parsed']}, "
+            f"distinct tags {b['distinct_tags']} vs {c['distinct_tags']} (goal: >= 2x, 100% parsed, as many tags)"
         )
     print(f"example tags: {results['stage'].get('example')}")
     if args.json:
