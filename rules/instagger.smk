@@ -3,8 +3,8 @@
 # split (teacher's tags -> train/test by a seeded hash of the record id), train (the shared trainer, TagLM's
 # template), predict (each system tags the test queries through the tagging stage's cached tagger: the distilled
 # model, the teacher again at temperature > 0, optionally the released checkpoint), score (results/tables/instagger.tsv).
-# Training resumes from its checkpoints in results/instagger/train/; with instagger.gpus > 1 it runs under torchrun
-# inside its one (Slurm) job.
+# Training resumes from its checkpoints in results/instagger/train/; with `gpu: N` in its resources (or
+# instagger.nproc = N), `instag instagger train --nproc N` starts torchrun with N processes inside its one job.
 
 
 include: "instagger_inputs.smk"
@@ -51,13 +51,14 @@ rule instagger_train:
     resources:
         **resources_for("instagger_train"),
     params:
-        launcher=get_instagger_launcher,
         settings=get_instagger_training_json,
         run_dir=get_instagger_run_dir,
         seed=INSTAGGER["seed"],
+        nproc=instagger_nproc(),
     shell:
-        "{params.launcher} instagger train --train {input.train:q} --out-dir {params.run_dir:q}"
-        " --settings {params.settings:q} --threads {threads} --seed {params.seed} --timing {log.steps:q}"
+        "instag -v instagger train --train {input.train:q} --out-dir {params.run_dir:q}"
+        " --settings {params.settings:q} --threads {threads} --nproc {params.nproc} --seed {params.seed}"
+        " --timing {log.steps:q}"
         " > /dev/null 2> {log.main:q}"
 
 

@@ -22,12 +22,9 @@ def get_instagger_run_dir(wildcards, output):
     return os.path.dirname(output.run)
 
 
-def get_instagger_launcher(wildcards=None):
-    """`instag -v`, or with resources.instagger_train.gpu > 1 the same under torchrun (a process per GPU, one job)."""
-    n = int(resources_for("instagger_train").get("gpu", 0))
-    if n <= 1:
-        return "instag -v"
-    return f"torchrun --standalone --nproc_per_node {n} -m instag -v"
+def instagger_nproc():
+    """Training processes: the rule's `gpu` resource (one per GPU) if set, else `instagger.nproc`."""
+    return int(resources_for("instagger_train").get("gpu", 0)) or INSTAGGER["nproc"]
 
 
 def get_instagger_predict_model(wildcards):

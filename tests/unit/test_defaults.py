@@ -10,7 +10,7 @@ import re
 import pytest
 import yaml
 
-from instag import analysis, cli, data, finetune, report
+from instag import analysis, cli, data, finetune, instagger, report
 from instag.normalize import actions as normalize
 from instag.sampling import actions as sampling
 from tests.conftest import REPO
@@ -45,6 +45,7 @@ PAIRS = {
     "sampling.tolerance.coverage": (sampling.select, "tol_coverage"),
     "sampling.tolerance.avg_tags": (sampling.select, "tol_complexity"),
     "finetune.nproc": (finetune.train, "nproc"),
+    "instagger.nproc": (instagger.train, "nproc"),
     "report.explorer.examples": (report.write_explorer, "examples"),
     "report.explorer.max_chars": (report.write_explorer, "max_chars"),
 }
@@ -124,7 +125,7 @@ def _options(stage: str, action: str) -> set[str]:
     return {o for a in parser._actions for o in a.option_strings}
 
 
-@pytest.mark.parametrize("stage", ["finetune", "report"])
+@pytest.mark.parametrize("stage", ["finetune", "instagger", "report"])
 def test_every_flag_a_rule_passes_is_an_option(stage):
     text = (REPO / "rules" / f"{stage}.smk").read_text()
     commands = re.findall(r'"instag -v (\w+) (\w+)(.*?)> /dev/null', text, re.S)

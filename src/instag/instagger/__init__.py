@@ -6,7 +6,8 @@ Actions (``instag instagger <action>``; rules/instagger.smk runs them in this or
              seeded hash of the record id; failed teacher answers excluded and counted; gold tags raw and
              normalized through the normalize stage's tag mapping (:mod:`.split`).
 ``train``    fine-tune with the shared trainer (:mod:`instag.train`, the TagLM recipe: FastChat ``vicuna_v1.1``,
-             loss on the assistant turn only) on the InsTagger prompt (paper.md §9.2; :mod:`.prompt`).
+             loss on the assistant turn only) on the InsTagger prompt (paper.md §9.2; :mod:`.prompt`);
+             ``--nproc N`` (N > 1) runs the same command again under torchrun with N processes, as finetune's.
 ``predict``  tag the test queries with one system through the tagging stage's own tagger (every call cached):
              the distilled model (backend ``instagger``), the teacher again at temperature > 0 (the ceiling),
              or the released checkpoint (:mod:`.plan`).
@@ -19,12 +20,14 @@ in any config tags with it (the backend recasts the tagging prompt into the InsT
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, InputError
-from ..io import write_json, write_jsonl, write_tsv
+from ..errors import ConfigError, InputError, InstagError
+from ..io import read_json, write_json, write_jsonl, write_tsv
 from ..records import PREDICTION
 from . import metrics
 from .split import TagMapping, normalize_tags, read_split, split
@@ -88,7 +91,13 @@ def fit_queries(rows: list[dict], settings) -> int:
 
 
 def train(
-    train: str, out_dir: str, settings: dict | None = None, threads: int = 1, seed: int = 0, timing: str | None = None
+    train: str,
+    out_dir: str,
+    settings: dict | None = None,
+    threads: int = 1,
+    seed: int = 0,
+    timing: str | None = None,
+    nproc: int = 1,
 ) -> dict:
     """Fine-tune the InsTagger on the training split with the shared trainer (TagLM's template and loss).
 
@@ -96,10 +105,13 @@ def train(
         train: the training split (results/instagger/split/train.jsonl).
         out_dir: the run folder to write (run.json, model/, loss.tsv, checkpoints; resumes from them).
         settings: the config's instagger.training section as JSON (keys of instag.train.TrainSettings).
-        threads: CPU threads (torch threads are set from it).
+        threads: CPU threads in all (torch threads are set from it, shared by local processes).
         seed: training seed.
         timing: TSV of per-step seconds and tokens/s to write (kept out of the run folder: timings vary).
+        nproc: processes (GPUs) on this node; more than 1 runs this command again under torchrun.
     """
+    if nproc > 1 and not os.environ.get("INSTAG_LAUNCHED"):
+        return _relaunch(train, out_dir, settings, threads, seed, timing, nproc)
     from ..train import TrainSettings, train_conversations
     from .plan import TRAINING_OVERRIDES
 
@@ -129,6 +141,22 @@ def train(
     log.info("trained the InsTagger on %d queries in %.2f min (model loading included)", len(rows), minutes)
     keys = ("steps", "first_loss", "final_loss", "seconds", "tokens_per_s", "queries_cut_to_fit")
     return {k: summary.get(k) for k in keys} | {"minutes": round(minutes, 2)}
+
+
+def _relaunch(train, out_dir, settings, threads, seed, timing, nproc) -> dict:
+    """``instag instagger train`` with the same arguments under torchrun, ``nproc`` processes (as finetune's)."""
+    from .. import finetune
+
+    argv = ["-v"] if log.isEnabledFor(logging.DEBUG) else []
+    argv += ["instagger", "train", "--train", str(train), "--out-dir", str(out_dir)]
+    argv += ["--settings", json.dumps(settings or {}, sort_keys=True), "--threads", str(threads), "--seed", str(seed)]
+    if timing is not None:
+        argv += ["--timing", str(timing)]
+    rc = finetune.launch(argv, nproc)
+    if rc:
+        raise InstagError(f"the {nproc}-process InsTagger training exited with status {rc}")
+    run = read_json(Path(out_dir) / "run.json")
+    return {"processes": nproc, "steps": run["steps"], "final_loss": run["final_loss"]}
 
 
 # ------------------------------------------------------------------------------------------ predict
@@ -343,8 +371,6 @@ def score(
 
 def _run_facts(path: str | Path) -> dict:
     """What the table says about the distilled model, from its training run's run.json."""
-    from ..io import read_json
-
     run = read_json(path)
     settings = run.get("settings") or {}
     batch = run.get("batch") or {}

@@ -26,6 +26,7 @@ DEFAULTS = {
     "test_size": 1000,
     "train_size": None,
     "max_query_chars": 4000,
+    "nproc": 1,
     "inference": {"backend": {}, "use_schema": True, "max_tokens": 256, "max_query_tokens": 1024, "max_retries": 2},
     "teacher": {"enabled": True, "temperature": 0.7, "seed": 1},
     "released": {"enabled": False, "backend": {}, "use_schema": False},
