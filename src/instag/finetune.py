@@ -7,7 +7,7 @@ optionally model.gguf). ``summarize`` gathers the runs into ``results/tables/fin
 timings) and ``results/benchmarks/finetune/speed.tsv`` (seconds and tokens/s, from each run's per-step timing
 file), and draws ``results/figures/finetune_loss.{png,pdf}``.
 
-Which sets and seeds run is planned by :func:`plan_runs` (called by ``rules/common.smk``): a set is
+Which sets and seeds run is planned by :func:`plan_runs` (called by ``rules/finetune_inputs.smk``): a set is
 ``<ablation>/<variant>``, where the variant may be a name, a glob, ``first``/``last`` (the ends of a sweep, in
 its configured order) or ``main`` (``n<sampling.size>``: Algorithm 1's selection, or the random baseline of the
 same size).

@@ -1,6 +1,7 @@
 """Which InsTagger systems a config scores, and the tagging settings each one is asked with.
 
-``rules/common.smk`` calls these, so the workflow's planning is unit-tested here (tests/unit/test_instagger.py).
+``rules/instagger_inputs.smk`` calls these, so the workflow's planning is unit-tested here
+(tests/unit/test_instagger.py).
 
 - ``distilled``: the model ``instag instagger train`` fine-tuned, served by the ``instagger`` backend, asked
   with the InsTagger prompt, greedy, with the tag schema as a grammar where ``inference.use_schema``.

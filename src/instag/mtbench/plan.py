@@ -1,4 +1,4 @@
-"""Which models the MT-Bench stage answers with and judges, planned from the config (rules/common.smk calls it).
+"""Which models the MT-Bench stage answers with and judges, planned from the config (rules/mtbench_inputs.smk calls it).
 
 A model key is its path under ``results/mtbench/{answers,judgments}/``:
 

@@ -1,8 +1,9 @@
 """Which sample files a sampling config asks for: the variants of each ablation, planned from the config.
 
-The workflow (rules/common.smk) and later stages (fine-tuning, the report) call :func:`plan_variants` so the
-variant list exists once. A variant's name is its file stem under ``results/sampling/<ablation>/`` and holds
-the one target its ablation steps, as a plain number (the rule passes it on as an option):
+The workflow calls :func:`plan_variants` once (rules/sampling_inputs.smk; rules/finetune_inputs.smk reads the
+same variants), so the variant list exists once. A variant's name is its file stem under
+``results/sampling/<ablation>/`` and holds the one target its ablation steps, as a plain number (the rule passes
+it on as an option):
 
     complexity  tags<avg tags per query>   e.g. tags4.5  (size and coverage fixed by the ablation)
     diversity   cov<coverage fraction>     e.g. cov0.45  (size and tags per query fixed)
