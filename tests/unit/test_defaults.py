@@ -12,6 +12,7 @@ import yaml
 
 from instag import analysis, cli, data, finetune, instagger, report
 from instag.normalize import actions as normalize
+from instag.report import figures
 from instag.sampling import actions as sampling
 from tests.conftest import REPO
 
@@ -50,7 +51,10 @@ PAIRS = {
     "report.explorer.max_chars": (report.write_explorer, "max_chars"),
 }
 #: keys whose default a second stage function also takes: (config key, stage function, its parameter)
-ALSO = [("analysis.score_name", report.draw_figure, "score_name")]
+ALSO = [
+    ("analysis.score_name", report.draw_figure, "score_name"),
+    ("analysis.score_name", figures.diversity_complexity, "score_name"),
+]
 
 
 def schema_node(key: str) -> dict:

@@ -31,7 +31,7 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def diversity_complexity(table, stem, style=None, score_name: str = "score") -> list[str]:
+def diversity_complexity(table, stem, style=None, score_name: str = "AlpacaEval") -> list[str]:
     """Figure 2a: datasets by complexity (x) and diversity (y), coloured by the downstream score where known."""
     rows = read_tsv(table)
     with figure_style(style) as (plt, sns, s):
