@@ -368,6 +368,11 @@ def test_steps_as_files_are_traceable_end_to_end(tmp_path, tagged_files, monkeyp
     run_step("frequency", pool_path, [], out["frequency"], alpha=2, scale=False)
     run_step("lexical", pool_path, [out["frequency"]], out["lexical"])
     run_step("semantic", pool_path, [out["frequency"], out["lexical"]], out["semantic"], cache_dir=tmp_path / "c")
+    # the second run takes every vector from the embedding cache: the step file does not say so (same bytes)
+    run_step(
+        "semantic", pool_path, [out["frequency"], out["lexical"]], tmp_path / "warm.json", cache_dir=tmp_path / "c"
+    )
+    assert (tmp_path / "warm.json").read_bytes() == out["semantic"].read_bytes()
     res = run_step("association", pool_path, [out[s] for s in STEPS[:3]], out["association"], min_support=6)
     assert res["tags_out"] == 2  # math (6 queries, always with python) merged into python
     with pytest.raises(InputError, match="expected the 'frequency'"):
