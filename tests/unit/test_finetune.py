@@ -69,33 +69,15 @@ def test_summary_table_speed_table_and_figure(tmp_path):
 
 def test_train_command_line_and_its_torchrun_relaunch(tmp_path, monkeypatch):
     """The rule's flags parse into train()'s arguments; with --nproc 2 the same arguments reach each process."""
-    import inspect
-
     from instag import cli, finetune
+    from tests.support.relaunch import check_torchrun_relaunch
 
     parser = cli.build_parser("finetune")
     out = tmp_path / "run"
     argv = ["-v", "finetune", "train", "--sample", "s.jsonl", "--records", "a.jsonl", "b.jsonl"]
     argv += ["--settings", '{"epochs": 2}', "--seed", "7", "--out-dir", str(out), "--threads", "4", "--nproc", "2"]
     argv += ["--timing", "t.tsv", "--ablation", "random", "--variant", "n60", "--no-progress"]
-    args = parser.parse_args(argv)
-    launched = []
-
-    def fake_launch(child, nproc):
-        launched.append((child, nproc))
-        out.mkdir()
-        (out / "run.json").write_text(json.dumps({"steps": 3, "final_loss": 1.5}))
-        return 0
-
-    monkeypatch.setattr(finetune, "launch", fake_launch)
-    monkeypatch.delenv("INSTAG_LAUNCHED", raising=False)
-    monkeypatch.setattr(finetune.log, "isEnabledFor", lambda level: True)
-    assert args.func(args) == {"processes": 2, "steps": 3, "final_loss": 1.5}
-    [(child, nproc)] = launched
-    assert nproc == 2 and child[0] == "-v" and "--nproc" not in child
-    again = parser.parse_args(child)
-    for name in inspect.signature(finetune.train).parameters:
-        assert getattr(again, name) == (1 if name == "nproc" else getattr(args, name)), name
+    args, _ = check_torchrun_relaunch(monkeypatch, parser, argv, out, finetune.train, finetune.log)
     assert args.settings == {"epochs": 2} and args.show_progress is False and args.records == ["a.jsonl", "b.jsonl"]
 
     bare = parser.parse_args(["finetune", "train", "--sample", "s", "--records", "r", "--out-dir", "o"])

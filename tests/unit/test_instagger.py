@@ -448,32 +448,15 @@ def test_backend_template_from_run_or_fastchat(tmp_path):
 
 def test_train_command_line_and_its_torchrun_relaunch(tmp_path, monkeypatch):
     """The rule's flags parse into train()'s arguments; with --nproc 2 the same arguments reach each process."""
-    import inspect
-
-    from instag import cli, finetune, instagger
+    from instag import cli, instagger
+    from tests.support.relaunch import check_torchrun_relaunch
 
     parser = cli.build_parser("instagger")
     out = tmp_path / "run"
     argv = ["-v", "instagger", "train", "--train", "t.jsonl", "--out-dir", str(out), "--settings", '{"epochs": 2}']
     argv += ["--threads", "4", "--nproc", "2", "--seed", "7", "--timing", "s.tsv"]
-    args = parser.parse_args(argv)
-    launched = []
-
-    def fake_launch(child, nproc):
-        launched.append((child, nproc))
-        out.mkdir()
-        (out / "run.json").write_text(json.dumps({"steps": 3, "final_loss": 1.5}))
-        return 0
-
-    monkeypatch.setattr(finetune, "launch", fake_launch)
-    monkeypatch.delenv("INSTAG_LAUNCHED", raising=False)
-    monkeypatch.setattr(instagger.log, "isEnabledFor", lambda level: True)
-    assert args.func(args) == {"processes": 2, "steps": 3, "final_loss": 1.5}
-    [(child, nproc)] = launched
-    assert nproc == 2 and child[:3] == ["-v", "instagger", "train"] and "--nproc" not in child
-    again = parser.parse_args(child)
-    for name in inspect.signature(instagger.train).parameters:
-        assert getattr(again, name) == (1 if name == "nproc" else getattr(args, name)), name
+    _, child = check_torchrun_relaunch(monkeypatch, parser, argv, out, instagger.train, instagger.log)
+    assert child[:3] == ["-v", "instagger", "train"]
 
     bare = parser.parse_args(["instagger", "train", "--train", "t", "--out-dir", "o"])
     assert (bare.seed, bare.threads, bare.nproc, bare.settings, bare.timing) == (0, 1, 1, None, None)
