@@ -84,10 +84,7 @@ def run_step(step: str, pool_path: str | Path, after: Sequence[str | Path], out:
         result = association.aggregate(pool, **params)
     timings = pop_timings(result)
     timings["seconds"] = round(time.perf_counter() - t, 3)
-    # how many phrase vectors came from the embedding cache depends on the machine's cache (shared by runs and
-    # checkouts), not on the run: logged with the timings, kept out of the step file, which is reproducible
-    cache_use = result.pop("embedding", None)
-    log.info("%s: timings %s%s", step, timings, f"; embeddings {cache_use}" if cache_use else "")
+    log.info("%s: timings %s", step, timings)
     write_json(out, result)
     return {k: v for k, v in result.items() if k != "mapping"}
 

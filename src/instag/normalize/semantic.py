@@ -339,6 +339,9 @@ def aggregate(
     """Cluster the pool's tags; map each tag to its cluster's most frequent member."""
     names = pool.names
     vectors, emb_stats = embed(names, embedder, cache_dir)
+    # how many vectors came from the embedding cache depends on the machine's cache (shared by runs and
+    # checkouts), not on the run: logged, and kept out of the result, which the step file holds byte for byte
+    log.info("semantic: embeddings %s", emb_stats)
     t = time.perf_counter()
     labels = cluster(vectors, eps, min_samples, threads)
     counts = pool.counts().tolist()
@@ -364,7 +367,6 @@ def aggregate(
         "tags_out": out,
         "clusters_merged": int((sizes > 1).sum()),
         "largest_cluster": int(sizes.max(initial=0)),
-        "embedding": emb_stats,
         "cluster_seconds": round(time.perf_counter() - t, 3),
         "mapping": mapping,
     }
