@@ -14,6 +14,13 @@ The same real queries (default 64: the first 8 usable user turns of 8 datasets i
     32 prompts, with xgrammar through ``StructuredOutputConfig(json_schema=...)`` on the tag schema without
     our length bounds (as it was then; outputs that hit the token limit do not parse).
 
+The compute limit of (b) and (c): the fewest seconds their calls' matrix products can take (every prompt and
+generated token through the model's blocks, generated tokens through the output head, attention over the context;
+FLOPs from the GGUF) at the best rate of a dense matrix product of the model's MLP shape measured with torch on
+the same threads, in the precision each computes in (f32 or bf16). Sampling, grammar, scheduling and memory traffic
+come on top, so no engine at that precision can be faster; the stage's limit over the anchor's measured rate is the
+most it can reach against the anchor.
+
 Each part runs in its own process (peak memory per part). Prints queries/s, generated tokens/s, the (b)/(a)
 ratios, peak RSS and the parse-success rate; the goal (issue 4) is (b) >= 20x (a) in queries/s and 100% parsed;
 issue 16's is (b) >= 2x (c) in queries/s, 100% parsed, with as many distinct valid tags as (c) or more.
@@ -123,12 +130,12 @@ def run_stage(queries: list[str], settings: dict, threads: int) -> dict:
     tagger = Tagger(s, threads=threads)
     raw = tagger.job.raw_backend
     items = [Item(f"q{i}", "bench", 0, q) for i, q in enumerate(queries)]
-    tokens = {"n": 0}
+    lengths: list[tuple[int, int]] = []  # (prompt, generated) tokens of every call, re-asks included
     generate = raw.generate
 
-    def counting(requests, progress=None, on_response=None):  # count generated tokens as the stage makes them
+    def counting(requests, progress=None, on_response=None):  # count tokens as the stage makes them
         out = generate(requests, progress, on_response=on_response)
-        tokens["n"] += sum(r.completion_tokens for r in out)
+        lengths.extend((r.prompt_tokens, r.completion_tokens) for r in out)
         return out
 
     raw.generate = counting
@@ -147,12 +154,14 @@ def run_stage(queries: list[str], settings: dict, threads: int) -> dict:
         "distinct_tags": len(distinct),
         "queries": len(items),
         "seconds": dt,
-        "generated_tokens": tokens["n"],
+        "generated_tokens": sum(g for _p, g in lengths),
+        "lengths": lengths,
         "parsed": counts.ok,
         "retried": counts.retried,
         "requests": tagger.stats["requests"],
         "peak_rss_mb": peak_mb(),
         "load_seconds": load_s,
+        "precision": raw.precision,
         "engine": f"{raw.name}/{raw.engine} ({raw.revision.split('+')[-1]})",
         "example": lines[0]["tags"] if lines else None,
     }
@@ -226,16 +235,86 @@ def run_anchor(queries: list[str], settings: dict, threads: int) -> dict:
         texts += list(pipe.generate(prompts[i : i + 32], cfg).texts)
     dt = time.perf_counter() - t0
     parsed = [parse_tags(t).tags for t in texts]
+
+    def n_tokens(text: str) -> int:
+        return int(tok.encode(text, add_special_tokens=False).input_ids.shape[1])
+
+    lengths = [(n_tokens(p), n_tokens(t)) for p, t in zip(prompts, texts, strict=True)]
+    ids = [tok.encode(p, add_special_tokens=False).input_ids.data[0].tolist() for p in prompts]
+    shared = next((k for k, col in enumerate(zip(*ids, strict=False)) if len(set(col)) > 1), min(map(len, ids)))
     return {
+        "shared_prefix_tokens": shared,
         "queries": len(queries),
         "seconds": dt,
-        "generated_tokens": sum(len(tok.encode(t, add_special_tokens=False).input_ids.data[0]) for t in texts),
+        "generated_tokens": sum(g for _p, g in lengths),
+        "lengths": lengths,
         "parsed": sum(p is not None for p in parsed),
         "distinct_tags": len({x["tag"].strip().lower() for p in parsed if p for x in p}),
         "peak_rss_mb": peak_mb(),
         "load_seconds": load_s,
+        "precision": default_precision(),
         "engine": "anchor: OpenVINO GenAI int8 (Q8_0), default precision, batch 32, json_schema",
     }
+
+
+def default_precision() -> str:
+    """The precision OpenVINO's CPU plugin computes in without a hint (bf16 on CPUs with bf16 units)."""
+    import openvino as ov
+
+    hint = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return "bf16" if "bf" in hint else "f32"
+
+
+def model_flops(gguf_path: Path) -> dict[str, int]:
+    """Floating-point operations of one token through the model, from the GGUF's tensors and metadata:
+    ``block`` (the transformer blocks' matrices), ``head`` (the output head: generated tokens only) and
+    ``attention`` (scores and weighted values, per earlier position in the context)."""
+    import gguf
+    import numpy as np
+
+    r = gguf.GGUFReader(str(gguf_path))
+    arch = r.fields["general.architecture"].contents()
+
+    def meta(key: str) -> int:
+        return int(r.fields[f"{arch}.{key}"].contents())
+
+    sizes = {t.name: int(np.prod(t.shape)) for t in r.tensors}
+    block = sum(n for name, n in sizes.items() if name.startswith("blk.") and not name.endswith("norm.weight"))
+    head = sizes.get("output.weight", sizes["token_embd.weight"])  # tied to the embedding when absent
+    heads, width = meta("attention.head_count"), meta("embedding_length")
+    return {"block": 2 * block, "head": 2 * head, "attention": 2 * 2 * meta("block_count") * heads * (width // heads)}
+
+
+def matmul_rates(_queries, _settings, threads: int) -> dict:
+    """Best sustained GFLOP/s of a dense matrix product of the model's MLP shape, f32 and bf16, on ``threads``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    out = {}
+    for name, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(2048, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+        best = 0.0
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(20):
+                a @ b
+            best = max(best, 20 * 2 * 2048 * 576 * 1536 / (time.perf_counter() - t0) / 1e9)
+        out[name] = best
+    return out
+
+
+def compute_limit(lengths: list[tuple[int, int]], flops: dict[str, int], gflops: float, shared: int = 0) -> float:
+    """Fewest seconds the matrix products of these calls can take at ``gflops``: every prompt token through the
+    blocks, every generated token through the blocks and the head, attention over each token's context. With
+    ``shared``, the first ``shared`` prompt tokens (the same in every prompt) go through the model once, as a
+    prefix cache would allow."""
+    total = shared * flops["block"] + flops["attention"] * shared * (shared - 1) // 2
+    for prompt, generated in lengths:
+        n = prompt + max(generated - 1, 0)  # the last generated token is never fed back
+        s = min(shared, prompt)
+        total += (n - s) * flops["block"] + generated * flops["head"]
+        total += flops["attention"] * (n * (n - 1) - s * (s - 1)) // 2
+    return total / (gflops * 1e9)
 
 
 def _child(fn_name: str, queries, settings, threads, conn) -> None:
@@ -293,8 +372,18 @@ def main(argv=None) -> int:
     results["stage"] = in_process("run_stage", queries, settings, args.threads)
     if not args.skip_anchor:
         results["anchor"] = in_process("run_anchor", queries, settings, args.threads)
+    rates = in_process("matmul_rates", [], {}, args.threads)
+    from instag.llm.embedded import find_gguf
+
+    flops = model_flops(find_gguf())
     print(f"load average after: {os.getloadavg()}")
+    print(
+        f"matrix products on {args.threads} threads: f32 {rates['f32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s "
+        f"(torch, {2048}x{576} @ {576}x{1536}); model: {flops['block'] / 1e6:.0f} MFLOP per token in the blocks, "
+        f"{flops['head'] / 1e6:.0f} in the head, {flops['attention'] / 1e3:.0f} KFLOP of attention per context token"
+    )
     rows = []
+    shared = results.get("anchor", {}).get("shared_prefix_tokens", 0)  # the same prompts in (b) and (c)
     for name, r in results.items():
         r["queries_per_s"] = r["queries"] / r["seconds"]
         r["tokens_per_s"] = r["generated_tokens"] / r["seconds"]
@@ -306,6 +395,19 @@ def main(argv=None) -> int:
             f"({100 * r['parse_rate']:.0f}%), {r.get('distinct_tags', '-')} distinct tags, "
             f"peak RSS {r['peak_rss_mb']:.0f} MB"
         )
+        if r.get("precision") in rates:  # (a) has no precision setting to bound
+            lengths = r.pop("lengths")
+            rate = rates[r["precision"]]
+            r["prompt_tokens"] = sum(p for p, _g in lengths)
+            r["limit_seconds"] = limit = compute_limit(lengths, flops, rate)
+            r["limit_queries_per_s"] = r["queries"] / limit
+            r["limit_queries_per_s_prefix"] = r["queries"] / compute_limit(lengths, flops, rate, shared)
+            print(
+                f"{'':10s} compute limit at {r['precision']} ({rate:.0f} GFLOP/s): {r['prompt_tokens']} prompt + "
+                f"{r['generated_tokens']} generated tokens need >= {limit:.1f} s = <= {r['limit_queries_per_s']:.2f} "
+                f"q/s (<= {r['limit_queries_per_s_prefix']:.2f} with the {shared}-token shared prompt prefix computed "
+                f"once), <= {r['generated_tokens'] / limit:.0f} generated tok/s; measured {100 * limit / r['seconds']:.0f}%"
+            )
     if "sequential" in results:
         a, b = results["sequential"], results["stage"]
         results["ratio_queries_per_s"] = b["queries_per_s"] / a["queries_per_s"]
@@ -322,7 +424,16 @@ def main(argv=None) -> int:
             f"{b['tokens_per_s'] / c['tokens_per_s']:.2f}x generated tokens/s; parsed {b['parsed']} vs {c['parsed']}, "
             f"distinct tags {b['distinct_tags']} vs {c['distinct_tags']} (goal: >= 2x, 100% parsed, as many tags)"
         )
+        if "limit_queries_per_s" in b:
+            results["limit_ratio_to_anchor"] = b["limit_queries_per_s_prefix"] / c["queries_per_s"]
+            print(
+                f"at most {results['limit_ratio_to_anchor']:.2f}x the anchor at the stage's precision "
+                f"({b['precision']}): the stage's compute limit (shared prefix computed once) over the anchor's "
+                f"measured rate; the stage reaches {100 * b['limit_seconds'] / b['seconds']:.0f}% of its limit, "
+                f"the anchor {100 * c['limit_seconds'] / c['seconds']:.0f}% of its own"
+            )
     print(f"example tags: {results['stage'].get('example')}")
+    results["matmul_gflops"], results["model_flops"] = rates, flops
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
