@@ -440,7 +440,8 @@ def main(argv=None) -> int:
                 f"{'':10s} compute limit at {r['precision']} ({rate:.0f} GFLOP/s): {r['prompt_tokens']} prompt + "
                 f"{r['generated_tokens']} generated tokens need >= {limit:.1f} s = <= {r['limit_queries_per_s']:.2f} "
                 f"q/s (<= {r['limit_queries_per_s_prefix']:.2f} with the {shared}-token shared prompt prefix computed "
-                f"once), <= {r['generated_tokens'] / limit:.0f} generated tok/s; measured {100 * limit / r['seconds']:.0f}%"
+                f"once), <= {r['generated_tokens'] / limit:.0f} generated tok/s; "
+                f"measured {100 * limit / r['seconds']:.0f}%"
             )
 
     if "sequential" in results:

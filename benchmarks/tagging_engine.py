@@ -14,8 +14,8 @@ knob changed, to measure the levers of issue 16 apart:
 
 Each run makes a first 1-token call with the grammar (compilation and warm-up, its time printed apart), times a
 prefill-only pass (1 new token, no grammar; skipped with ``--prefix-cache``, whose cache it would fill with the
-whole prompts), then the full generation, and prints queries/s, generated tokens/s, decode tokens/s (generated tokens over the
-generation's time less the prefill pass's), parsed outputs and distinct tags.
+whole prompts), then the full generation, and prints queries/s, generated tokens/s, decode tokens/s (generated
+tokens over the generation's time less the prefill pass's), parsed outputs and distinct tags.
 
     python benchmarks/tagging_engine.py                                  # the stage's settings
     python benchmarks/tagging_engine.py --grammar none --batch 64
@@ -146,7 +146,8 @@ def main(argv=None) -> int:
         "load_after": os.getloadavg(),
     }
     print(
-        f"first call (grammar compilation, warm-up) {compile_s:.1f} s; prefill of {prompt_tokens} prompt tokens {prefill_s:.1f} s "
+        f"first call (grammar compilation, warm-up) {compile_s:.1f} s; "
+        f"prefill of {prompt_tokens} prompt tokens {prefill_s:.1f} s "
         f"({prompt_tokens / prefill_s:.0f} tok/s); generation {seconds:.1f} s = {r['queries_per_s']:.2f} q/s, "
         f"{r['tokens_per_s']:.0f} generated tok/s ({r['decode_tokens_per_s']:.0f} after the prefill's share), "
         f"{generated} tokens, parsed {r['parsed']}/{len(prompts)}, {r['distinct_tags']} distinct tags; "
