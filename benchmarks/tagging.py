@@ -87,6 +87,22 @@ def real_queries(n: int, data: Path, max_chars: int = 2000) -> list[str]:
     return out[:n]
 
 
+def chat_prompts(tok, s, queries: list[str]) -> list[str]:
+    """The stage's messages for each query (settings ``s``: template and system prompt), rendered with an
+    OpenVINO GenAI tokenizer's chat template: what the stage sends."""
+    from instag.tagging import load_template, render_prompt
+
+    template = load_template(s.prompt)
+    return [
+        tok.apply_chat_template(
+            ([{"role": "system", "content": s.system}] if s.system else [])
+            + [{"role": "user", "content": render_prompt(template, q)}],
+            add_generation_prompt=True,
+        )
+        for q in queries
+    ]
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -221,7 +237,7 @@ def run_anchor(queries: list[str], settings: dict, threads: int) -> dict:
     import openvino_genai as og
 
     from instag.llm.embedded import find_gguf
-    from instag.tagging import TaggingSettings, load_schema, load_template, parse_tags, render_prompt
+    from instag.tagging import TaggingSettings, load_schema, parse_tags
 
     s = TaggingSettings.from_dict(settings)
     schema = load_schema()
@@ -234,15 +250,7 @@ def run_anchor(queries: list[str], settings: dict, threads: int) -> dict:
         pipe = og.LLMPipeline(str(gguf_path), "CPU", INFERENCE_NUM_THREADS=threads, ENABLE_CPU_PINNING=False)
         load_s = time.perf_counter() - t_load
     tok = pipe.get_tokenizer()
-    template = load_template(s.prompt)
-    prompts = [
-        tok.apply_chat_template(
-            ([{"role": "system", "content": s.system}] if s.system else [])
-            + [{"role": "user", "content": render_prompt(template, q)}],
-            add_generation_prompt=True,
-        )
-        for q in queries
-    ]
+    prompts = chat_prompts(tok, s, queries)
     cfg = pipe.get_generation_config()
     cfg.max_new_tokens, cfg.apply_chat_template, cfg.do_sample = s.max_tokens, False, False
     cfg.structured_output_config = og.StructuredOutputConfig(json_schema=json.dumps(schema))

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tagging import DATA, real_queries  # noqa: E402  (the same queries as benchmarks/tagging.py)
+from tagging import DATA, chat_prompts, real_queries  # noqa: E402  (the same queries as benchmarks/tagging.py)
 
 
 def main(argv=None) -> int:
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     from instag.llm.embedded import _OpenVINOEngine, ebnf_of, find_gguf
     from instag.llm.local import file_sha256, model_cache_root
-    from instag.tagging import TaggingSettings, load_schema, load_template, parse_tags, render_prompt
+    from instag.tagging import TaggingSettings, load_schema, parse_tags
 
     gguf = find_gguf()
     # the IR the stage builds: dense F16 for f32, the file's own weights otherwise (built once in the model cache)
@@ -82,16 +82,7 @@ def main(argv=None) -> int:
     tok = pipe.get_tokenizer()
 
     s = TaggingSettings.from_dict({"prompt": args.prompt})
-    template = load_template(s.prompt)
-    queries = real_queries(args.n, args.data)
-    prompts = [
-        tok.apply_chat_template(
-            ([{"role": "system", "content": s.system}] if s.system else [])
-            + [{"role": "user", "content": render_prompt(template, q)}],
-            add_generation_prompt=True,
-        )
-        for q in queries
-    ]
+    prompts = chat_prompts(tok, s, real_queries(args.n, args.data))
     schema = load_schema()
     if args.grammar == "unbounded":
         for prop in schema["items"]["properties"].values():
