@@ -122,10 +122,10 @@ class BenchData:
     judge_prompts: dict[str, dict]
     references: dict[int, dict]
     reference_set: str
+    #: where the data came from, the same on every machine: the wheel's name and version, or the configured folder
+    source: str
     files: dict[str, dict] = field(default_factory=dict)  # relative path -> {"sha256", "expected", "checked"}
     subset: dict = field(default_factory=dict)
-    #: where the data came from, the same on every machine: the wheel's name and version, or the configured folder
-    source: str = ""
 
     def question(self, qid: int) -> dict:
         for q in self.questions:
@@ -137,7 +137,7 @@ class BenchData:
         """What every output records about the data: source, files with sha256, reference set, subset (no
         absolute path, so the same data gives the same record in every checkout)."""
         return {
-            "source": self.source or str(self.folder),
+            "source": self.source,
             "files": self.files,
             "reference_set": self.reference_set,
             "subset": self.subset,
