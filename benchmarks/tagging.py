@@ -23,9 +23,8 @@ most it can reach against the anchor.
 
 Model load and a first 1-token call with the grammar (its compilation, ~2 s for the stage's bounded schema, and
 the engine's first-inference warm-up; once per process, i.e. once per shard in the workflow) are timed apart in
-(b) and (c): the rates are what tagging a large dataset
-runs at. A shared machine's speed varies by up to 2x between minutes: ``--repeat N`` runs (b) and (c)
-alternately N times and prints the median ratio.
+(b) and (c): the rates are what tagging a large dataset runs at. A shared machine's speed varies by up to 2x
+between minutes: ``--repeat N`` runs (b) and (c) alternately N times and prints the median ratio.
 
 Each part runs in its own process (peak memory per part). Prints queries/s, generated tokens/s, the (b)/(a)
 ratios, peak RSS and the parse-success rate; the goal (issue 4) is (b) >= 20x (a) in queries/s and 100% parsed;
@@ -101,6 +100,11 @@ def chat_prompts(tok, s, queries: list[str]) -> list[str]:
         )
         for q in queries
     ]
+
+
+def distinct_tags(tag_lists) -> int:
+    """Distinct tags (case and surrounding space ignored) over lists of ``{"tag", "explanation"}`` (None: unparsed)."""
+    return len({t["tag"].strip().lower() for tags in tag_lists if tags for t in tags})
 
 
 def peak_mb() -> float:
@@ -181,9 +185,8 @@ def run_stage(queries: list[str], settings: dict, threads: int) -> dict:
         lines += tagger.tag(items[i : i + s.chunk_size], counts)
     dt = time.perf_counter() - t0
     tagger.close()
-    distinct = {t["tag"].strip().lower() for line in lines if line.get("tags") for t in line["tags"]}
     return {
-        "distinct_tags": len(distinct),
+        "distinct_tags": distinct_tags(line.get("tags") for line in lines),
         "queries": len(items),
         "seconds": dt,
         "generated_tokens": sum(g for _p, g in lengths),
@@ -252,7 +255,7 @@ def run_anchor(queries: list[str], settings: dict, threads: int) -> dict:
     tok = pipe.get_tokenizer()
     prompts = chat_prompts(tok, s, queries)
     cfg = pipe.get_generation_config()
-    cfg.max_new_tokens, cfg.apply_chat_template, cfg.do_sample = s.max_tokens, False, False
+    cfg.apply_chat_template, cfg.do_sample = False, False
     cfg.structured_output_config = og.StructuredOutputConfig(json_schema=json.dumps(schema))
     cfg.max_new_tokens = 1  # a first call (grammar compilation, warm-up), timed apart as in (b)
     t_first = time.perf_counter()
@@ -266,11 +269,11 @@ def run_anchor(queries: list[str], settings: dict, threads: int) -> dict:
     dt = time.perf_counter() - t0
     parsed = [parse_tags(t).tags for t in texts]
 
-    def n_tokens(text: str) -> int:
-        return int(tok.encode(text, add_special_tokens=False).input_ids.shape[1])
+    def token_ids(text: str) -> list[int]:
+        return tok.encode(text, add_special_tokens=False).input_ids.data[0].tolist()
 
-    lengths = [(n_tokens(p), n_tokens(t)) for p, t in zip(prompts, texts, strict=True)]
-    ids = [tok.encode(p, add_special_tokens=False).input_ids.data[0].tolist() for p in prompts]
+    ids = [token_ids(p) for p in prompts]
+    lengths = [(len(i), len(token_ids(t))) for i, t in zip(ids, texts, strict=True)]
     shared = next((k for k, col in enumerate(zip(*ids, strict=False)) if len(set(col)) > 1), min(map(len, ids)))
     return {
         "shared_prefix_tokens": shared,
@@ -279,7 +282,7 @@ def run_anchor(queries: list[str], settings: dict, threads: int) -> dict:
         "generated_tokens": sum(g for _p, g in lengths),
         "lengths": lengths,
         "parsed": sum(p is not None for p in parsed),
-        "distinct_tags": len({x["tag"].strip().lower() for p in parsed if p for x in p}),
+        "distinct_tags": distinct_tags(parsed),
         "peak_rss_mb": peak_mb(),
         "load_seconds": load_s,
         "first_call_seconds": first_s,
@@ -316,20 +319,25 @@ def model_flops(gguf_path: Path) -> dict[str, int]:
     return {"block": 2 * block, "head": 2 * head, "attention": 2 * 2 * meta("block_count") * heads * (width // heads)}
 
 
+#: (rows, inner, columns) of the products matmul_rates times: the model's MLP up-projection over a 2048-token batch
+MLP_SHAPE = (2048, 576, 1536)
+
+
 def matmul_rates(_queries, _settings, threads: int) -> dict:
     """Best sustained GFLOP/s of a dense matrix product of the model's MLP shape, f32 and bf16, on ``threads``."""
     import torch
 
     torch.set_num_threads(threads)
     out = {}
+    m, k, n = MLP_SHAPE
     for name, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(2048, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         best = 0.0
         for _ in range(5):
             t0 = time.perf_counter()
             for _ in range(20):
                 a @ b
-            best = max(best, 20 * 2 * 2048 * 576 * 1536 / (time.perf_counter() - t0) / 1e9)
+            best = max(best, 20 * 2 * m * k * n / (time.perf_counter() - t0) / 1e9)
         out[name] = best
     return out
 
@@ -417,7 +425,7 @@ def main(argv=None) -> int:
     print(f"load average after: {os.getloadavg()}")
     print(
         f"matrix products on {args.threads} threads: f32 {rates['f32']:.0f} GFLOP/s, bf16 {rates['bf16']:.0f} GFLOP/s "
-        f"(torch, {2048}x{576} @ {576}x{1536}); model: {flops['block'] / 1e6:.0f} MFLOP per token in the blocks, "
+        f"(torch, {MLP_SHAPE[0]}x{MLP_SHAPE[1]} @ {MLP_SHAPE[1]}x{MLP_SHAPE[2]}); model: {flops['block'] / 1e6:.0f} MFLOP per token in the blocks, "
         f"{flops['head'] / 1e6:.0f} in the head, {flops['attention'] / 1e3:.0f} KFLOP of attention per context token"
     )
     shared = runs[0].get("anchor", {}).get("shared_prefix_tokens", 0)  # the same prompts in (b) and (c)

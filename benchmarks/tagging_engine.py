@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tagging import DATA, chat_prompts, real_queries  # noqa: E402  (the same queries as benchmarks/tagging.py)
+from tagging import DATA, chat_prompts, distinct_tags, real_queries  # noqa: E402  (the same queries as benchmarks/tagging.py)
 
 
 def main(argv=None) -> int:
@@ -92,11 +92,11 @@ def main(argv=None) -> int:
     if args.prompt_lookup:
         cfg.num_assistant_tokens, cfg.max_ngram_size = args.prompt_lookup, 3
 
+    ebnf = ebnf_of(schema) if args.grammar != "none" else None
+
     def generate(batch: list[str], max_tokens: int, grammar: bool) -> list[list[int]]:
         cfg.max_new_tokens = max_tokens
-        cfg.structured_output_config = (
-            og.StructuredOutputConfig(grammar=ebnf_of(schema)) if grammar and args.grammar != "none" else None
-        )
+        cfg.structured_output_config = og.StructuredOutputConfig(grammar=ebnf) if grammar and ebnf else None
         step = args.batch if args.static else len(batch)
         out: list[list[int]] = []
         for i in range(0, len(batch), step):
@@ -107,9 +107,7 @@ def main(argv=None) -> int:
 
     print(f"{vars(args)}; IR {ir}; load average before: {os.getloadavg()}", flush=True)
     t0 = time.perf_counter()
-    generate(
-        ["<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"], 1, grammar=True
-    )  # grammar compilation, warm-up
+    generate(chat_prompts(tok, s, ["Say hello."]), 1, grammar=True)  # grammar compilation, warm-up
     compile_s = time.perf_counter() - t0
     prefill_s = float("nan")
     if not args.prefix_cache:
@@ -120,7 +118,8 @@ def main(argv=None) -> int:
     outs = generate(prompts, args.max_tokens, grammar=True)
     seconds = time.perf_counter() - t0
     generated = sum(map(len, outs))
-    parsed = [parse_tags(tok.decode(t, skip_special_tokens=True)).tags for t in outs]
+    texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
+    parsed = [parse_tags(t).tags for t in texts]
     prompt_tokens = sum(int(tok.encode(p, add_special_tokens=False).input_ids.shape[1]) for p in prompts)
     r = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -133,7 +132,7 @@ def main(argv=None) -> int:
         "tokens_per_s": generated / seconds,
         "decode_tokens_per_s": generated / (seconds - prefill_s),
         "parsed": sum(p is not None for p in parsed),
-        "distinct_tags": len({x["tag"].strip().lower() for p in parsed if p for x in p}),
+        "distinct_tags": distinct_tags(parsed),
         "load_after": os.getloadavg(),
     }
     print(
@@ -147,7 +146,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(json.dumps(r, indent=2))
     if args.save:
-        args.save.write_text(json.dumps([tok.decode(t, skip_special_tokens=True) for t in outs], indent=1))
+        args.save.write_text(json.dumps(texts, indent=1))
     return 0
 
 
